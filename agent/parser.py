@@ -1,0 +1,394 @@
+"""Turn a model's answer into exactly k validated picks, whatever the model wrote.
+
+The rank template (prompts/templates/rank.jinja) asks for one line per pick, best first:
+`[C] short reason`. Small models drift from that, so this parser also reads numbered or bulleted
+lines (`1. [C] ...`, `- C: ...`, `(C) ...`), lower-case labels, titles instead of labels, and JSON
+anywhere in the text (fenced, wrapped in prose, or truncated). Whatever it cannot use is counted, not
+raised: names that are not candidates go to `off_candidate`, repeats to `duplicates`, and the list
+is filled up to k from the retriever order with `source="fallback"` (the agent writes grounded
+reasons for those). Only caller mistakes (bad `k`, empty candidates) raise `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict
+
+from reasonrec.errors import ConfigError
+
+# Model output is bounded by max_new_tokens; anything longer is cut so that parsing stays linear-ish.
+MAX_TEXT_CHARS = 65_536
+_MAX_JSON_TRIES = 16  # JSON starts tried per answer (each try is O(len(text)))
+_LABEL_KEYS = ("label", "id", "item", "item_id", "candidate", "choice", "title", "movie", "name")
+_REASON_KEYS = ("reason", "why", "explanation", "rationale", "because", "justification")
+_LIST_KEYS = ("recommendations", "ranking", "items", "picks", "results", "ranked")
+# One char -> one char, so offsets into the text stay valid after normalising.
+_NORMALISE = str.maketrans({"［": "[", "］": "]", "（": "(", "）": ")", "\r": "\n", "\u2028": "\n",
+                            "\u2029": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n"})
+_MARKER_RE = re.compile(r"(?:\d{1,3}\s*[.):]|\(\d{1,3}\)|#{1,6}|[-*•+>])\s*")
+_BRACKET_RE = re.compile(r"\[\s*([^\[\]\n]{1,120}?)\s*\]\s*(.*)")
+_PAREN_RE = re.compile(r"\(\s*([A-Za-z0-9]{1,4})\s*\)\s*(.*)")
+_BARE_RE = re.compile(r"([A-Za-z0-9]{1,4})\s*(?:[).:]|\s[-–—]|[-–—]\s)\s*(.*)")
+_LABELISH_RE = re.compile(r"\[?\s*([A-Za-z0-9]{1,4})\s*\]?")
+_PREFILLED_RE = re.compile(r"\s*[A-Za-z0-9]{1,4}\s*\]")
+_JSON_START_RE = re.compile(r"\{|\[(?=\s*[\[{\"])")
+_SPLIT_RE = re.compile(r"\s+[-–—:|]+\s+|:\s+|\s+\(because|\.\s+")
+_YEAR_RE = re.compile(r"\s*\(\s*\d{4}\s*\)\s*$")
+_ARTICLE_RE = re.compile(r"^(.*),\s*(the|a|an|il|la|le|les|l'|el|los|das|der|die|den)$", re.IGNORECASE)
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`", "„": "“"}
+
+
+class ParsedEntry(BaseModel):
+    """One pick: the label shown to the model, the item it stands for, and the model's reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    item_id: str
+    reason: str | None = None
+    source: Literal["model", "fallback"]
+
+
+class ParsedRanking(BaseModel):
+    """Exactly k picks plus counters that say how well the model followed the format."""
+
+    entries: list[ParsedEntry]
+    n_model: int
+    n_fallback: int
+    n_extra: int = 0  # distinct candidate picks the model made beyond k (dropped)
+    off_candidate: list[str]
+    duplicates: list[str]
+    missing_reasons: int
+    format: Literal["lines", "json", "mixed", "empty"]
+    valid: bool
+
+    @property
+    def item_ids(self) -> list[str]:
+        """Item ids in rank order."""
+        return [e.item_id for e in self.entries]
+
+
+class _Pick(NamedTuple):
+    pos: tuple[int, int]  # (offset in text, index within a JSON value): the order picks were made
+    name: str  # what the model wrote: a label, "[label]", or a title
+    reason: Any
+    strict: bool  # True: unresolved names are recorded as off-candidate; False: silently ignored
+    any_case: bool  # lower-case labels allowed (bracketed or JSON forms)
+    source: Literal["lines", "json"]
+
+
+def parse_ranking(
+    text: str,
+    candidates: Mapping[str, str],
+    k: int,
+    titles: Mapping[str, str] | None = None,
+    max_reason_chars: int = 300,
+) -> ParsedRanking:
+    """Parse a ranked answer into exactly `k` entries; never raises for anything the model wrote.
+
+    Args:
+        text: The assistant's answer. If the ranker prefilled "[", it may start with `C] reason`.
+        candidates: label -> item_id, in retriever order (the fallback order).
+        k: How many entries to return.
+        titles: Optional label -> title, so an answer naming a title instead of a label resolves.
+        max_reason_chars: Reasons are cut to this length at a word boundary.
+
+    Returns:
+        A `ParsedRanking` with `k` entries, model picks first, then fallbacks in retriever order.
+
+    Raises:
+        ConfigError: empty or non-mapping `candidates`, repeated item ids, `k` out of range, or
+            `max_reason_chars` < 1 (all caller mistakes).
+    """
+    _check_args(candidates, k, max_reason_chars)
+    text = _as_text(text)
+    resolver = _Resolver(candidates, titles or {})
+    json_picks, spans = _json_picks(text)
+    picks = sorted(json_picks + _line_picks(text, spans, resolver), key=lambda p: p.pos)
+
+    chosen: list[ParsedEntry] = []
+    seen: set[str] = set()
+    off: list[str] = []
+    dups: list[str] = []
+    n_extra, used = 0, set()
+    for p in picks:
+        label = resolver.resolve(p.name, p.any_case)
+        if label is None:
+            if p.strict:
+                used.add(p.source)
+                name = " ".join(_printable(p.name).split())[:40]
+                if name and name not in off:
+                    off.append(name)
+            continue
+        used.add(p.source)
+        if label in seen:
+            dups.append(label)
+        elif len(chosen) < k:
+            seen.add(label)
+            reason = _clean_reason(p.reason, max_reason_chars)
+            entry = ParsedEntry(label=label, item_id=str(candidates[label]), reason=reason, source="model")
+            chosen.append(entry)
+        else:
+            seen.add(label)
+            n_extra += 1
+    n_model = len(chosen)
+    missing = sum(e.reason is None for e in chosen)
+    for label, item_id in candidates.items():
+        if len(chosen) >= k:
+            break
+        if label not in seen:
+            chosen.append(ParsedEntry(label=label, item_id=str(item_id), source="fallback"))
+    fmt = "mixed" if len(used) == 2 else used.pop() if used else "empty"
+    return ParsedRanking(
+        entries=chosen, n_model=n_model, n_fallback=k - n_model, n_extra=n_extra, off_candidate=off,
+        duplicates=dups, missing_reasons=missing, format=fmt,
+        valid=n_model == k and not (n_extra or missing or off or dups),
+    )
+
+
+def _check_args(candidates: Any, k: Any, max_reason_chars: Any) -> None:
+    if not isinstance(candidates, Mapping) or not candidates:
+        got = f"{candidates!r:.60}"
+        raise ConfigError(f"`candidates` must be a non-empty mapping label -> item_id, got {got}")
+    n = len(candidates)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ConfigError(f"`k` must be between 1 and {n} (the number of candidates), got {k!r}")
+    ids = [str(v) for v in candidates.values()]
+    if len(set(ids)) != n or not all(isinstance(lab, str) and lab for lab in candidates):
+        raise ConfigError("`candidates` labels must be non-empty strings and item ids must be unique")
+    if isinstance(max_reason_chars, bool) or not isinstance(max_reason_chars, int) or max_reason_chars < 1:
+        raise ConfigError(f"`max_reason_chars` must be an int >= 1, got {max_reason_chars!r}")
+
+
+def _as_text(text: Any) -> str:
+    if isinstance(text, bytes | bytearray):
+        text = bytes(text).decode("utf-8", errors="replace")
+    elif not isinstance(text, str):
+        text = "" if text is None else str(text)
+    text = text[:MAX_TEXT_CHARS].translate(_NORMALISE)
+    # The ranker prefilled "[" and passed only the continuation: restore it so "C] why" reads normally.
+    if _PREFILLED_RE.match(text):
+        text = "[" + text.lstrip()
+    return text
+
+
+class _Resolver:
+    """Maps what the model wrote (label in any case, "[C]", a title) to a candidate label."""
+
+    def __init__(self, candidates: Mapping[str, str], titles: Mapping[str, str]) -> None:
+        self.labels = set(candidates)
+        self.lower: dict[str, str | None] = {}
+        for lab in candidates:  # a case-folded label that two labels share is ambiguous -> None
+            self.lower[lab.lower()] = None if lab.lower() in self.lower else lab
+        self.titles: dict[str, str | None] = {}
+        for lab, title in titles.items():
+            if lab in self.labels and isinstance(title, str):
+                for key in _title_keys(title):
+                    self.titles[key] = lab if self.titles.get(key, lab) == lab else None
+
+    def resolve(self, name: str, any_case: bool = True) -> str | None:
+        s = name.strip().strip("*_ ")
+        inner = s[1:-1].strip() if s[:1] in "[(" and s[-1:] in "])" else s
+        if inner in self.labels:
+            return inner
+        if any_case and inner.lower() in self.lower:
+            return self.lower[inner.lower()]
+        for key in _title_keys(s) if self.titles else ():
+            if self.titles.get(key):
+                return self.titles[key]
+        return None
+
+
+def _title_keys(title: str) -> list[str]:
+    """Lookup keys, most specific first: with year, without year, with a trailing article moved."""
+    t = unicodedata.normalize("NFKC", title).strip().strip("*_\"'“”")
+    no_year = _YEAR_RE.sub("", t)
+    m = _ARTICLE_RE.match(no_year)
+    variants = [t, no_year] + ([f"{m.group(2)} {m.group(1)}"] if m else [])
+    keys = []
+    for v in variants:
+        key = " ".join(re.sub(r"[\W_]+", " ", v.casefold()).split())
+        if key and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _line_picks(text: str, spans: list[tuple[int, int]], resolver: _Resolver) -> list[_Pick]:
+    picks: list[_Pick] = []
+    offset, pending = 0, None  # pending: index of the previous line's pick if it had no reason
+    for raw in text.split("\n"):
+        start, offset = offset, offset + len(raw) + 1
+        line = raw.strip()
+        if not line or any(a <= start < b for a, b in spans):
+            pending = None
+            continue
+        found = _parse_line(line, start, resolver)
+        if found:
+            picks.extend(found)
+            pending = len(picks) - 1 if len(found) == 1 and not _has_words(found[0].reason) else None
+        elif pending is not None:  # "[C]" alone, reason on the next line
+            picks[pending] = picks[pending]._replace(reason=line)
+            pending = None
+    return picks
+
+
+def _parse_line(line: str, pos: int, resolver: _Resolver) -> list[_Pick]:
+    body = _MARKER_RE.sub("", line, count=1) if _MARKER_RE.match(line) else line
+    body = body.lstrip("*_ ")
+    tokens = [t for t in re.split(r"[\s,;>/|]+", body) if t]
+    if 0 < len(tokens) <= 30 and all(_LABELISH_RE.fullmatch(t) for t in tokens):
+        names = [(t, t.startswith("[")) for t in tokens]  # a line of labels only: "[C] [A]", "C, A"
+        if all(resolver.resolve(t, any_case) for t, any_case in names):
+            return [_Pick((pos, i), t, None, False, a, "lines") for i, (t, a) in enumerate(names)]
+    m = _BRACKET_RE.match(body)
+    if m:  # "[C] why": the canonical form; a bracketed non-candidate is an off-candidate pick
+        return [_Pick((pos, 0), m.group(1), m.group(2), True, True, "lines")]
+    for rx, any_case in ((_PAREN_RE, True), (_BARE_RE, False)):
+        m = rx.match(body)
+        if m and resolver.resolve(m.group(1), any_case):
+            return [_Pick((pos, 0), m.group(1), m.group(2), False, any_case, "lines")]
+    # A title instead of a label: try the longest head first, so "Star Wars: Episode V" beats "Star Wars".
+    cuts = [m.start() for m in _SPLIT_RE.finditer(body)][:8]
+    for cut in [len(body), *reversed(cuts)]:
+        if cut and resolver.resolve(body[:cut], False):
+            return [_Pick((pos, 0), body[:cut], body[cut:], False, False, "lines")]
+    return []
+
+
+def _json_picks(text: str) -> tuple[list[_Pick], list[tuple[int, int]]]:
+    picks: list[_Pick] = []
+    spans: list[tuple[int, int]] = []
+    end = tries = 0
+    for m in _JSON_START_RE.finditer(text):
+        if m.start() < end or tries >= _MAX_JSON_TRIES:
+            continue
+        tries += 1
+        decoded = _decode(text, m.start())
+        if decoded is None:
+            continue
+        value, stop = decoded
+        entries = _json_entries(value)
+        if entries:
+            end = stop
+            spans.append((m.start(), stop))
+            for i, (name, reason, strict) in enumerate(entries):
+                # Strict entries ("id": "c") may use any case; a soft {"a": ...} map must match exactly.
+                picks.append(_Pick((m.start(), i), name, reason, strict, strict, "json"))
+    return picks, spans
+
+
+def _decode(text: str, start: int) -> tuple[Any, int] | None:
+    """A JSON value starting at `start`, repairing truncation; (value, end offset) or None."""
+    try:
+        return json.JSONDecoder().raw_decode(text, start)
+    except (ValueError, RecursionError):
+        pass
+    stack: list[str] = []
+    in_str = esc = False
+    # Last place where cutting leaves only complete values, and the depth there. Every close sets a
+    # new cut, so the stack never drops below that depth afterwards and stack[:depth] is still valid.
+    cut = depth = 0
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_str:
+            esc, in_str = (False, True) if esc else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            stack.append("]" if ch == "[" else "}")
+            if len(stack) > 256:  # deeper than any answer; json itself would hit its recursion limit
+                return None
+        elif ch in "]}":
+            if not stack or stack.pop() != ch:
+                return None
+            if not stack:  # balanced but invalid (trailing comma, single quotes): one lenient retry
+                value = _loads(text[start : i + 1])
+                return None if value is None else (value, i + 1)
+            cut, depth = i + 1, len(stack)
+        elif ch == ",":
+            cut, depth = i, len(stack)
+    # Truncated: close the open string and brackets, else drop back to the last complete value.
+    tail = text[start:].removesuffix("\\") if esc else text[start:]
+    for attempt in (tail + ('"' if in_str else "") + "".join(reversed(stack)),
+                    text[start:cut] + "".join(reversed(stack[:depth])) if cut else ""):
+        value = _loads(attempt) if attempt else None
+        if value is not None:
+            return value, len(text)
+    return None
+
+
+def _loads(s: str) -> Any:
+    for attempt in (s, re.sub(r",\s*([\]}])", r"\1", s)):
+        try:
+            return json.loads(attempt)
+        except (ValueError, RecursionError):
+            continue
+    return None
+
+
+def _json_entries(value: Any, depth: int = 0) -> list[tuple[str, Any, bool]]:
+    """(name, reason, strict) triples from a decoded JSON value, in order."""
+    if depth > 4:
+        return []
+    if isinstance(value, list):
+        out = []
+        for el in value[:200]:
+            if isinstance(el, dict):
+                out += _json_entries(el, depth + 1)[:1]
+            elif isinstance(el, str) and (m := _BRACKET_RE.match(el.strip())):
+                out.append((m.group(1), m.group(2), True))  # ["[C] why", ...]
+            elif isinstance(el, str | int) and not isinstance(el, bool):
+                out.append((str(el), None, True))
+            elif isinstance(el, list) and el and isinstance(el[0], str | int):
+                out.append((str(el[0]), el[1] if len(el) > 1 else None, True))
+        return out
+    if not isinstance(value, dict):
+        return []
+    keys = {str(key).lower(): v for key, v in value.items()}
+    for key in _LIST_KEYS:
+        if isinstance(keys.get(key), list | dict):
+            return _json_entries(keys[key], depth + 1)
+    name = next((keys[key] for key in _LABEL_KEYS if isinstance(keys.get(key), str | int)), None)
+    if name is not None and not isinstance(name, bool):
+        return [(str(name), next((keys[key] for key in _REASON_KEYS if key in keys), None), True)]
+    lists = [v for v in value.values() if isinstance(v, list)]
+    if len(lists) == 1:
+        return _json_entries(lists[0], depth + 1)
+    # {"C": "why", "A": "why"}: soft, so that an unrelated object adds no off-candidate noise.
+    return [(str(key), v, False) for key, v in value.items() if isinstance(v, str)][:200]
+
+
+def _printable(s: Any) -> str:
+    s = s if isinstance(s, str) else ""
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Cs") else ch for ch in s)
+
+
+def _has_words(reason: Any) -> bool:
+    return isinstance(reason, str) and any(ch.isalnum() for ch in reason)
+
+
+def _clean_reason(reason: Any, max_chars: int) -> str | None:
+    if isinstance(reason, list):
+        reason = " ".join(str(r) for r in reason if isinstance(r, str | int | float))
+    elif isinstance(reason, int | float) and not isinstance(reason, bool):
+        reason = str(reason)
+    if not isinstance(reason, str):
+        return None
+    r = " ".join(_printable(reason[: max_chars * 4 + 64]).replace("**", "").replace("__", "").split())
+    r = r.lstrip(":-–—.)|>*_ ")
+    r = re.sub(r"^(?:reason|why|because of)\s*:\s*", "", r, flags=re.IGNORECASE)
+    while len(r) >= 2 and r[0] in _QUOTES and r[-1] == _QUOTES[r[0]]:
+        r = r[1:-1].strip()
+    if r[:1] in _QUOTES and _QUOTES[r[0]] not in r[1:]:  # opening quote of a cut-off answer
+        r = r[1:].strip()
+    if len(r) > max_chars:
+        cut = r[:max_chars]
+        if " " in cut[max_chars // 2 :]:
+            cut = cut[: cut.rindex(" ")]
+        r = cut.rstrip(" ,;:-")
+    return r if _has_words(r) else None

@@ -1,0 +1,50 @@
+"""Reasons built from facts, for items the model did not explain (fallback items, missing reasons).
+
+A fallback item must still carry a real reason: the genres it shares with named items of the user's
+history, a year close to theirs, or the retrieval similarity. Never an empty string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class _ItemLike(Protocol):
+    title: str
+    year: int | None
+    genres: tuple[str, ...]
+
+
+def grounded_reason(item: _ItemLike, history: Sequence[_ItemLike], similarity: float | None = None) -> str:
+    """A one-sentence reason naming real history items and real attributes of `item`.
+
+    Args:
+        item: the recommended item.
+        history: the user's history, oldest first (the newest items are preferred as evidence).
+        similarity: cosine similarity from retrieval, if known.
+
+    Returns:
+        A non-empty sentence.
+    """
+    recent = list(history)[::-1]
+    genres = set(item.genres)
+    best, shared = None, set()
+    for h in recent[:30]:  # newest first: recent tastes are better evidence
+        common = genres & set(h.genres)
+        if len(common) > len(shared):
+            best, shared = h, common
+        if len(shared) >= 2:
+            break
+    if best is not None and shared:
+        g = ", ".join(sorted(shared)[:2])
+        return f"Shares {g} with {best.title}, which you watched."
+    if item.year is not None:
+        near = [h for h in recent[:30] if h.year is not None and abs(h.year - item.year) <= 2]
+        if near:
+            return f"From {item.year}, the same period as {near[0].title} in your history."
+    if similarity is not None:
+        return f"Close to your recent history in content (similarity {similarity:.2f})."
+    if item.genres:
+        return f"A {', '.join(item.genres[:2])} pick related to your history."
+    return "Related to items in your history."

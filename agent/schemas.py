@@ -1,0 +1,49 @@
+"""Typed results returned by the agent (and serialised as-is by the CLI's --json and the HTTP API)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Recommendation(BaseModel):
+    """One recommended item."""
+
+    item_id: str
+    title: str
+    year: int | None = None
+    genres: list[str] = Field(default_factory=list)
+    rank: int = Field(description="1 = best.")
+    reason: str = Field(min_length=1, description="Why this item; never empty.")
+    score: float | None = Field(None, description="Ranker score (higher is better) when the mode has one.")
+    retrieval_score: float | None = Field(None, description="Cosine similarity from the candidate generator.")
+    source: Literal["model", "fallback"] = Field(
+        description="model: the LM chose this item; fallback: filled in from retriever order."
+    )
+    reason_source: Literal["model", "template"] = Field(
+        "model", description="template: a reason built from facts because the model gave none."
+    )
+
+
+class Recommendations(BaseModel):
+    """A ranked list for one user plus everything needed to reproduce and audit it."""
+
+    user_id: str | None = None
+    query: str | None = None
+    items: list[Recommendation]
+    k: int
+    n_candidates: int
+    mode: str
+    model_id: str
+    template_version: str
+    valid_output: bool = Field(description="The model alone produced exactly k valid, distinct items with reasons.")
+    n_model: int = Field(description="Items the model chose itself.")
+    n_fallback: int = Field(description="Items filled in from retriever order.")
+    n_off_candidate: int = Field(0, description="Labels the model named that were not candidates (dropped).")
+    n_duplicates: int = Field(0, description="Repeated labels in the model output (dropped).")
+    raw_output: str | None = Field(None, description="The model's text (generative mode).")
+    timings: dict[str, float] = Field(default_factory=dict, description="Milliseconds per stage and 'total'.")
+
+    def item_ids(self) -> list[str]:
+        return [r.item_id for r in self.items]

@@ -1,0 +1,343 @@
+"""`evaluate(EvalConfig)`: run the protocols of shared/protocols.md and write bench/results/<name>.*
+
+    from reasonrec.finetune.evaluate import EvalConfig, evaluate
+    report = evaluate(EvalConfig(protocol="cand20", methods=["popularity", "itemknn"], users=100))
+
+Every method is "a ranker that reorders a given candidate list" (finetune/baselines.py for the classical
+ones, `RecommenderAgent.rank_many` for ours), so a new ranker mode or adapter is one more row. Protocol
+`full`: candidates are the retriever's top-N for the user's test-time history; classical rows named
+`<method>-all` rank the whole catalogue instead (how classical peers are usually measured). Protocol
+`cand20`: the test item + 19 never-seen items per user, seeded from (seed, user id).
+
+LLM rankers are asked for `llm_k` items (default 10: generation cost grows with k); the candidates they
+did not rank are appended in the given order (retriever order / shuffled cand20 order) so that
+metrics@20 and MRR are defined. The report says so and gives the mean number appended.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from reasonrec.finetune import metrics as M
+from reasonrec.finetune.baselines import build_ranker
+from reasonrec.finetune.report import (
+    EvalReport,
+    MethodResult,
+    default_machine,
+    git_commit,
+    merge_previous,
+    write_all,
+)
+from reasonrec.finetune.split import Split, cand20_candidates, leave_one_out
+from reasonrec.retrieval.types import natural_key
+
+from reasonrec.errors import ConfigError
+
+Progress = Callable[[str, int, int], None]  # (task description, done, total)
+CLASSICAL = ("random", "popularity", "itemknn", "retrieval", "recbole-sasrec", "recbole-bpr")
+ALL_CATALOGUE = ("random-all", "popularity-all", "itemknn-all", "recbole-sasrec-all", "recbole-bpr-all")
+DEFAULT_RECBOLE_DIR = Path("~/.cache/reasonrec/bench/recbole")
+
+
+def ranker_modes() -> tuple[str, ...]:
+    """The ranker modes the agent's config accepts today (asked of the config, not hard-coded)."""
+    from reasonrec.agent.config import RankerConfig
+
+    return tuple(get_args(RankerConfig.model_fields["mode"].annotation)) or ("generative",)
+
+
+def valid_methods(protocol: str) -> list[str]:
+    """Method names accepted for `protocol` (`-all` rows exist only in protocol full)."""
+    llm = [f"reasonrec-{m}-{mode}" for m in ("zeroshot", "lora") for mode in ranker_modes()]
+    return [*CLASSICAL, *(ALL_CATALOGUE if protocol == "full" else ()), *llm]
+
+
+class EvalConfig(BaseModel):
+    """One evaluation run. Unknown keys are errors; every bad value says how to fix it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    protocol: Literal["full", "cand20"] = Field(
+        "full", description="full: retrieve then rank; cand20: pick from 20."
+    )
+    candidates: int = Field(20, description="Candidates per user: 20 or 50 for full, 20 for cand20.")
+    methods: list[str] = Field(
+        default_factory=lambda: ["random", "popularity", "itemknn", "retrieval"],
+        description="Rows to run: random, popularity, itemknn, retrieval, recbole-sasrec, recbole-bpr, "
+        "<classical>-all (full only), reasonrec-<zeroshot|lora>-<mode>.",
+    )
+    users: int | None = Field(
+        None, description="Evaluate a seeded random subset of this many users (None = all)."
+    )
+    llm_users: int | None = Field(
+        100, description="LLM rows use the first N of the selected users (slow on CPU); None = all selected."
+    )
+    seed: int = Field(0, description="Seeds the user subset, cand20 negatives and the random ranker.")
+    k_list: list[int] = Field(default_factory=lambda: [1, 5, 10, 20], description="Cut-offs for recall/ndcg.")
+    llm_k: int = Field(
+        10, description="Items the LLM is asked to rank; the rest are appended in given order."
+    )
+    out_dir: Path = Field(Path("bench/results"), description="Where <name>.json/.md/_*.png are written.")
+    name: str | None = Field(None, description="Results file stem; default '<protocol><candidates>'.")
+    positions: list[int] | None = Field(
+        None, description="cand20 only: also run with the target fixed at these positions (e.g. 1 5 10 20)."
+    )
+    adapter: str | None = Field(None, description="LoRA adapter folder for reasonrec-lora-* rows.")
+    batch_size: int = Field(8, description="Users per batched LLM forward pass.")
+    agent_config: Path | None = Field(
+        None, description="YAML/JSON AgentConfig for the LLM rows and retrieval."
+    )
+    recbole_dir: Path = Field(DEFAULT_RECBOLE_DIR, description="Scores exported by bench/recbole_peer.py.")
+    itemknn_window: int = Field(20, description="History items that vote in item-kNN.")
+    machine: str | None = Field(None, description="Machine label in the results; default cpu-<n>core.")
+    merge: bool = Field(True, description="Keep rows of other methods already in <name>.json (same setup).")
+    write: bool = Field(True, description="Write the result files (False: only return the report).")
+
+    @field_validator("candidates", "batch_size", "llm_k", "itemknn_window")
+    @classmethod
+    def _positive(cls, v: int, info: Any) -> int:
+        if v < 1:
+            raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
+        return v
+
+    @field_validator("users", "llm_users")
+    @classmethod
+    def _positive_or_none(cls, v: int | None, info: Any) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"`{info.field_name}` must be >= 1 or None (all users), got {v}")
+        return v
+
+    @field_validator("k_list")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError(f"`k_list` must be non-empty cut-offs >= 1, got {v}")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvalConfig:
+        ok = {"full": (20, 50), "cand20": (20,)}[self.protocol]
+        if self.candidates not in ok:
+            raise ValueError(
+                f"`candidates` must be one of {ok} for protocol {self.protocol}, got {self.candidates}"
+            )
+        valid = valid_methods(self.protocol)
+        bad = [m for m in self.methods if m not in valid]
+        if bad or not self.methods:
+            raise ValueError(
+                f"unknown method(s) {bad} for protocol {self.protocol}; valid: {', '.join(valid)}"
+            )
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"`methods` lists a method twice: {self.methods}")
+        if any(m.startswith("reasonrec-lora-") for m in self.methods) and not self.adapter:
+            raise ValueError("reasonrec-lora-* rows need `adapter` (the folder saved by `reasonrec train`)")
+        if self.positions is not None:
+            if self.protocol != "cand20":
+                raise ValueError("`positions` applies to protocol cand20 only")
+            if any(not 1 <= p <= self.candidates for p in self.positions):
+                raise ValueError(f"`positions` must lie in 1..{self.candidates}, got {self.positions}")
+        if self.llm_k > self.candidates:
+            raise ValueError(f"`llm_k` must be <= candidates ({self.candidates}), got {self.llm_k}")
+        return self
+
+    @classmethod
+    def build(cls, **data: Any) -> EvalConfig:
+        """Construct with validation errors turned into one readable ConfigError (what the CLI calls)."""
+        from reasonrec.agent.config import format_validation_error
+
+        try:
+            return cls(**data)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e)) from e
+
+    def result_name(self) -> str:
+        if self.name:
+            return self.name
+        return "cand20" if self.protocol == "cand20" else f"full{self.candidates}"
+
+
+def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport:
+    """Run every method of `config` on the protocol and write the results.
+
+    Args:
+        config: the run (validated).
+        progress: called as progress(task, done, total) while users are processed; the CLI draws bars.
+
+    Returns:
+        The EvalReport (also written to `out_dir/<name>.json|.md|_metrics.png|_latency.png`).
+
+    Raises:
+        ConfigError: a bad option, or RecBole rows requested before bench/recbole_peer.py ran.
+        DataError / RetrievalError / ModelError: the dataset, the store or the model failed.
+    """
+    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.config import AgentConfig
+
+    notes: list[str] = []
+    agent_cfg = AgentConfig.from_file(config.agent_config) if config.agent_config else AgentConfig()
+    base = RecommenderAgent(agent_cfg)
+    dataset = base.dataset
+    split = leave_one_out(dataset)
+    catalogue = sorted(dataset.items, key=natural_key)
+    users = select_users(split, config.users, config.seed)
+    llm_users = users[: config.llm_users] if config.llm_users else users  # a prefix: a subset of `users`
+    hist = {u: split.eval_history(u, "test") for u in users}
+    target = {u: split.get(u).test for u in users}
+
+    t0 = time.perf_counter()
+    cand, cand_ms = _candidates(config, split, users, hist, catalogue, base, progress)
+    report = EvalReport(
+        protocol=config.protocol, dataset=dataset.name, dataset_sha256=dataset.sha256, commit=git_commit(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        machine=config.machine or default_machine(), seed=config.seed, candidates=config.candidates,
+        methods={}, k=config.llm_k,
+        candidate_stage_ms={**M.latency_summary(cand_ms), "wall_s": time.perf_counter() - t0},
+        users={"selection": f"prefixes of one seeded permutation (seed {config.seed}); LLM rows: the first",
+               "n_users": len(users), "llm_users": len(llm_users), "n_dropped": split.n_dropped},
+    )  # fmt: skip
+    if config.protocol == "full":
+        hits = np.mean([target[u] in cand[u] for u in users])
+        notes.append(
+            f"retriever top-{config.candidates} holds the test item for {hits:.4f} of users (ceiling)"
+        )
+        notes.append("`-all` rows rank every catalogue item the user has not seen (no candidate cut)")
+    notes.append("latency is the ranking step per user; candidate generation is in candidate_stage_ms")
+    positions: dict[str, dict[str, dict[str, float]]] = {}
+    for method in config.methods:
+        is_llm = method.startswith("reasonrec-")
+        run_users = llm_users if is_llm else users
+        runner, recbole_meta = build_ranker(
+            method, config.protocol, split, base, agent_cfg, seed=config.seed, recbole_dir=config.recbole_dir,
+            itemknn_window=config.itemknn_window, batch_size=config.batch_size, adapter=config.adapter,
+        )  # fmt: skip
+        if recbole_meta is not None:
+            report.recbole[method.removesuffix("-all")] = recbole_meta
+        cands = (
+            {u: catalogue_minus(catalogue, hist[u]) for u in run_users} if method.endswith("-all") else cand
+        )
+        row, per_user, info = _run(method, runner, run_users, hist, cands, target, config, progress)
+        row.commit, row.created = report.commit, report.created
+        report.model_id = report.model_id or info.get("model_id")
+        report.template_version = report.template_version or info.get("template_version")
+        if not is_llm and len(llm_users) < len(users):  # like-for-like with LLM rows (this run or merged)
+            row.metrics_on_llm_users = M.aggregate([per_user[u] for u in llm_users])
+        report.methods[method] = row
+        for p in config.positions or []:
+            placed = {u: M.place_at(cand[u], target[u], p) for u in run_users}
+            r_p, _, _ = _run(f"{method}@{p}", runner, run_users, hist, placed, target, config, progress)
+            positions.setdefault(method, {})[str(p)] = {**r_p.metrics, "n_users": float(r_p.n_users)}
+    report.positions = positions or None
+    if any(m.startswith("reasonrec-") for m in config.methods):
+        notes.append(
+            f"LLM rows rank k={config.llm_k} items; the remaining candidates are appended in "
+            + ("retriever order" if config.protocol == "full" else "the shuffled cand20 order")
+            + " so metrics@20 and MRR are defined; per-user latency = batch time / batch size"
+        )
+    report.notes = notes
+    if config.write:
+        path = config.out_dir / f"{config.result_name()}.json"
+        if config.merge:
+            kept = merge_previous(report, path)
+            if kept:
+                report.notes.append(f"rows kept from an earlier run of the same setup: {', '.join(kept)}")
+        write_all(report, config.out_dir, config.result_name())
+    return report
+
+
+def select_users(split: Split, n: int | None, seed: int) -> list[str]:
+    """The first `n` users of a seeded permutation (all users when n is None).
+
+    Why a prefix of one permutation: the LLM rows' subset (`llm_users`) is then a subset of the
+    classical rows' users for any n, and the same seed gives the same users in every protocol.
+    """
+    ids = split.user_ids()
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    return order if n is None else order[:n]
+
+
+def catalogue_minus(catalogue: Sequence[str], history: Sequence[str]) -> list[str]:
+    """Every catalogue item not in the history, in catalogue order."""
+    seen = set(history)
+    return [i for i in catalogue if i not in seen]
+
+
+def _candidates(
+    config, split, users, hist, catalogue, agent, progress
+) -> tuple[dict[str, list[str]], list[float]]:
+    out: dict[str, list[str]] = {}
+    ms: list[float] = []
+    for n, u in enumerate(users):
+        t = time.perf_counter()
+        if config.protocol == "cand20":
+            out[u] = cand20_candidates(split, u, catalogue, config.seed, config.candidates)
+        else:
+            out[u] = [c.item_id for c in agent.candidate_source.candidates(hist[u], config.candidates)]
+        ms.append((time.perf_counter() - t) * 1000)
+        if progress and (n % 50 == 0 or n + 1 == len(users)):
+            progress("candidates", n + 1, len(users))
+    return out, ms
+
+
+def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[MethodResult, dict, dict]:
+    """Rank every user's candidates with one method; metrics, rates and timings as one row."""
+    is_llm = hasattr(runner, "rank_many")
+    info: dict[str, Any] = {}
+    orders: dict[str, list[str]] = {}
+    lat: list[float] = []
+    rates = {"valid": 0.0, "off": 0.0, "dup": 0.0, "fallback": 0.0}
+    stage: dict[str, float] = {}
+    appended: list[int] = []
+    if is_llm:  # load the model before the clock starts: latency and users/s are about ranking
+        t_load = time.perf_counter()
+        _ = runner.ranker
+        stage["model_load_ms"] = (time.perf_counter() - t_load) * 1000
+    t0 = time.perf_counter()
+    if is_llm:
+        k = config.llm_k
+        recs = runner.rank_many(
+            [hist[u] for u in users], [cands[u] for u in users], k,
+            progress=(lambda d, t: progress(method, d, t)) if progress else None,
+        )  # fmt: skip
+        for u, r in zip(users, recs, strict=True):
+            orders[u], n_app = M.complete_ordering(r.item_ids(), cands[u])
+            appended.append(n_app)
+            lat.append(float(r.timings.get("total", 0.0)))
+            rates["valid"] += float(r.valid_output)
+            rates["off"] += r.n_off_candidate / k
+            rates["dup"] += r.n_duplicates / k
+            rates["fallback"] += r.n_fallback / k
+            for key, v in r.timings.items():
+                if key.endswith("_ms") or key in ("total", "tokens_per_s"):
+                    stage[key] = stage.get(key, 0.0) + v / len(users)
+        for key in rates:
+            rates[key] /= len(users)
+        if recs:
+            info = {"model_id": recs[0].model_id, "template_version": recs[0].template_version,
+                    "mode": recs[0].mode, "batch_size": config.batch_size}  # fmt: skip
+    else:
+        rates["valid"] = 1.0
+        for n, u in enumerate(users):
+            t = time.perf_counter()
+            orders[u] = runner.rank(u, hist[u], cands[u], config.candidates)
+            lat.append((time.perf_counter() - t) * 1000)
+            if progress and (n % 100 == 0 or n + 1 == len(users)):
+                progress(method, n + 1, len(users))
+        stage["rank_ms"] = float(np.mean(lat)) if lat else 0.0
+    wall = time.perf_counter() - t0
+    k_eff = config.llm_k if is_llm else min(10, config.candidates)
+    per_user = {u: M.user_metrics(orders[u], target[u], config.k_list) for u in users}
+    row = MethodResult(
+        n_users=len(users), metrics=M.aggregate(list(per_user.values())), valid_rate=rates["valid"],
+        off_catalogue_rate=rates["off"], duplicate_rate=rates["dup"], fallback_rate=rates["fallback"],
+        latency_ms=M.latency_summary(lat), users_per_s=len(users) / max(wall, 1e-9), wall_s=wall,
+        stage_ms=stage, appended_mean=float(np.mean(appended)) if appended else 0.0,
+        note=", ".join(f"{k} {v}" for k, v in info.items()) or None,
+        input_order_rate=float(np.mean([orders[u][:k_eff] == list(cands[u][:k_eff]) for u in users])),
+    )  # fmt: skip
+    return row, per_user, info

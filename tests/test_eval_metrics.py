@@ -1,0 +1,78 @@
+"""Metric functions against hand-computed cases (table-driven), plus aggregation and list helpers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from reasonrec.finetune import metrics as M
+
+from reasonrec.errors import ConfigError
+
+RANKED = ["a", "b", "c", "d", "e"]
+
+# (ranked, target, k, recall, ndcg) — ndcg = 1/log2(rank+1) within k
+CASES = [
+    (RANKED, "a", 1, 1.0, 1.0),
+    (RANKED, "a", 5, 1.0, 1.0),
+    (RANKED, "b", 1, 0.0, 0.0),
+    (RANKED, "b", 5, 1.0, 1 / math.log2(3)),
+    (RANKED, "c", 5, 1.0, 0.5),  # log2(4) = 2
+    (RANKED, "e", 5, 1.0, 1 / math.log2(6)),
+    (RANKED, "e", 4, 0.0, 0.0),
+    (RANKED, "z", 5, 0.0, 0.0),  # absent target = a miss
+    ([], "a", 10, 0.0, 0.0),
+]
+
+
+@pytest.mark.parametrize(("ranked", "target", "k", "recall", "ndcg"), CASES)
+def test_recall_and_ndcg(ranked, target, k, recall, ndcg):
+    assert M.recall_at_k(ranked, target, k) == recall
+    assert M.ndcg_at_k(ranked, target, k) == pytest.approx(ndcg)
+
+
+@pytest.mark.parametrize(("target", "rr"), [("a", 1.0), ("b", 0.5), ("d", 0.25), ("z", 0.0)])
+def test_reciprocal_rank_over_full_list(target, rr):
+    assert M.reciprocal_rank(RANKED, target) == rr
+
+
+def test_user_metrics_keys_and_values():
+    m = M.user_metrics(RANKED, "c", [1, 5, 10, 20])
+    assert list(m) == M.metric_names([1, 5, 10, 20])
+    assert m["recall@1"] == 0.0 and m["hr@1"] == 0.0
+    assert m["recall@5"] == 1.0 and m["ndcg@5"] == pytest.approx(0.5)
+    assert m["mrr"] == pytest.approx(1 / 3)
+    assert "ndcg@1" not in m  # equals hr@1
+
+
+def test_bad_k_is_config_error():
+    with pytest.raises(ConfigError, match="`k` must be >= 1, got 0"):
+        M.recall_at_k(RANKED, "a", 0)
+
+
+def test_aggregate_means_over_users():
+    per = [M.user_metrics(RANKED, "a", [1, 5]), M.user_metrics(RANKED, "z", [1, 5])]
+    agg = M.aggregate(per)
+    assert agg["recall@1"] == 0.5 and agg["mrr"] == 0.5
+    with pytest.raises(ConfigError):
+        M.aggregate([])
+
+
+@pytest.mark.parametrize("position", [1, 5, 10, 20])
+def test_place_at_fixes_target_position_and_keeps_others(position):
+    cands = [str(i) for i in range(20)]
+    placed = M.place_at(cands, "7", position)
+    assert placed.index("7") == position - 1
+    assert sorted(placed) == sorted(cands)
+    assert [c for c in placed if c != "7"] == [c for c in cands if c != "7"]
+
+
+def test_complete_ordering_appends_unranked_in_given_order():
+    full, n = M.complete_ordering(["c", "x", "a", "c"], ["a", "b", "c", "d"])
+    assert full == ["c", "a", "b", "d"] and n == 2  # off-candidate and duplicate dropped
+
+
+def test_latency_summary():
+    s = M.latency_summary([float(i) for i in range(1, 101)])
+    assert s["p50"] == pytest.approx(50.5) and s["p95"] == pytest.approx(95.05)
+    assert M.latency_summary([])["p50"] == 0.0
