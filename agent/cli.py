@@ -6,6 +6,7 @@ Examples (all run offline on the packaged defaults)::
     reasonrec index                      # embed the catalogue into Chroma (only new/changed items)
     reasonrec recommend --user 196 -k 5  # a table; --json prints the Recommendations object
     reasonrec recommend --history 50,172,181 --query "a funny sci-fi"
+    reasonrec evaluate --protocol cand20 --users 200   # methods side by side -> bench/results/
 
 A user mistake (unknown user, missing file, bad option) prints one line and exits with status 2.
 """
@@ -171,25 +172,88 @@ def demo(
                   f"(* = reason built from facts)[/dim]")
 
 
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command()
+def evaluate(
+    protocol: Annotated[str, typer.Option(help="full (retrieve then rank) or cand20 (pick from 20).")] = "full",
+    candidates: Annotated[int, typer.Option(help="Candidates per user (20 or 50 for full).")] = 20,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: all classical + zero-shot).")] = None,
+    users: Annotated[int | None, typer.Option(help="Evaluate a seeded subset of users (default: all 943).")] = None,
+    llm_users: Annotated[int | None, typer.Option(help="Separate, smaller subset for LLM methods.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for user subsets, cand20 negatives, random ranker.")] = 0,
+    positions: Annotated[str | None, typer.Option(help="cand20: fix the target at these positions, e.g. 1,5,10,20.")] = None,
+    name: Annotated[str | None, typer.Option(help="Results file stem (default <protocol><candidates>).")] = None,
+    out_dir: Annotated[Path, typer.Option(help="Where JSON, Markdown and PNG files go.")] = Path("bench/results"),
+    adapter: AdapterOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Users per batched LLM forward pass.")] = 8,
+    config: ConfigOpt = None,
+    machine: Annotated[str | None, typer.Option(help="Machine label recorded in the results.")] = None,
+) -> None:
+    """Measure methods side by side on ML-100K (leave-one-out by time) and write bench/results/<name>.*
+
+    Example: reasonrec evaluate --protocol cand20 --methods popularity,itemknn,reasonrec-zeroshot-generative --users 200
+    """
+    from reasonrec.finetune.evaluate import EvalConfig
+    from reasonrec.finetune.evaluate import evaluate as run_evaluation
+
+    fields = {
+        "protocol": protocol, "candidates": candidates, "methods": _csv(methods), "users": users,
+        "llm_users": llm_users, "seed": seed, "name": name, "out_dir": out_dir, "adapter": adapter,
+        "batch_size": batch_size, "agent_config": config, "machine": machine,
+        "positions": [int(p) for p in _csv(positions)] if positions else None,
+    }
+    cfg = EvalConfig.build(**{k: v for k, v in fields.items() if v is not None})
+    with progress_bar() as bar:
+        tasks: dict[str, Any] = {}
+
+        def cb(task: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.update(tasks[task], completed=done, total=total)
+
+        report = run_evaluation(cfg, progress=cb)
+    table = Table(title=f"{cfg.protocol} · {cfg.candidates} candidates · seed {cfg.seed}")
+    for col in ("method", "users", "recall@10", "ndcg@10", "hr@1", "mrr", "valid", "fallback", "p50 ms"):
+        table.add_column(col)
+    for method, row in report.methods.items():
+        m = row.metrics
+        table.add_row(method, str(row.n_users), *(f"{m.get(x, float('nan')):.4f}" for x in ("recall@10", "ndcg@10", "hr@1", "mrr")),
+                      f"{row.valid_rate:.3f}", f"{row.fallback_rate:.3f}", f"{row.latency_ms['p50']:.1f}")
+    console.print(table)
+    console.print(f"[dim]written to {cfg.out_dir / cfg.result_name()}.json/.md/_*.png[/dim]")
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal readable: library warnings go to the log level 'error'.
+
+    Why: transformers prints a weights-loading bar on every load and bitsandbytes announces optional
+    kernels it cannot find; neither helps a user.
+    """
+    import logging
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger("chromadb").setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the CLI shows its own status line while loading
+
+
 def main() -> None:
     """Console entry point: user mistakes become one line on stderr and exit status 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    _quiet_libraries()
     try:
-        app(standalone_mode=False)
+        # Standalone mode: click/typer print usage errors (bad option, -k 0) as a short message, exit 2.
+        app()
     except ReasonRecError as e:
-        err_console.print(f"[bold red]error:[/bold red] {e}")
+        err_console.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
         sys.exit(2)
-    except Exception as e:  # click's usage errors are printed by click already in standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
-
 
 if __name__ == "__main__":
     main()

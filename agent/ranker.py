@@ -16,7 +16,7 @@ from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.labels import label_token_ids
 from reasonrec.agent.model import LoadedModel
 from reasonrec.agent.parser import ParsedRanking, parse_ranking
-from reasonrec.agent.reasons import grounded_reason
+from reasonrec.agent.reasons import grounded_reason, usable_reason
 from reasonrec.agent.schemas import Recommendation, Recommendations
 from reasonrec.prompts.loader import ANSWER_PREFIX, TEMPLATE_VERSION, render_rank_messages
 from reasonrec.retrieval.types import Item
@@ -115,9 +115,13 @@ def build_recommendations(
     by_id = {it.id: it for it in req.candidates}
     sims = dict(zip([c.id for c in req.candidates], req.retrieval_scores or [], strict=False))
     items = []
+    echoed = 0
     for rank, entry in enumerate(parsed.entries, start=1):
         item = by_id[entry.item_id]
         reason, reason_source = entry.reason, "model"
+        if reason and not usable_reason(reason, item):
+            echoed += 1
+            reason = None
         if not reason:
             reason, reason_source = grounded_reason(item, req.history, sims.get(item.id)), "template"
         items.append(
@@ -143,7 +147,7 @@ def build_recommendations(
         mode=mode,
         model_id=model_id,
         template_version=TEMPLATE_VERSION,
-        valid_output=parsed.valid,
+        valid_output=parsed.valid and echoed == 0,
         n_model=parsed.n_model,
         n_fallback=parsed.n_fallback,
         n_off_candidate=len(parsed.off_candidate),

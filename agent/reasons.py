@@ -6,6 +6,7 @@ history, a year close to theirs, or the retrieval similarity. Never an empty str
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -48,3 +49,22 @@ def grounded_reason(item: _ItemLike, history: Sequence[_ItemLike], similarity: f
     if item.genres:
         return f"A {', '.join(item.genres[:2])} pick related to your history."
     return "Related to items in your history."
+
+
+_LISTING = re.compile(r"\(\d{4}\)\s*[—–-]")  # "Title (1995) — Genre": how the prompt lists candidates
+
+
+def usable_reason(text: str | None, item: _ItemLike) -> bool:
+    """False for an empty reason or one that only echoes a candidate line of the prompt.
+
+    Why: small models often copy "[B] Title (1994) — Comedy, Romance" instead of explaining, and the
+    copied genres may even belong to another candidate. Such text is not a reason; the caller then
+    writes a grounded one from facts instead.
+    """
+    if not text or not text.strip():
+        return False
+    if _LISTING.search(text):
+        return False
+    words = re.findall(r"[A-Za-z']+", text.lower())
+    noise = set(re.findall(r"[A-Za-z']+", (item.title + " " + " ".join(item.genres)).lower()))
+    return len([w for w in words if w not in noise]) >= 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,11 +44,13 @@ def test_help_lists_the_commands():
 
 
 @pytest.mark.slow
-def test_demo_prints_five_recommendations_with_reasons(indexed_store_dir, lm):
+def test_demo_prints_five_recommendations_with_reasons(retrieval_config, indexed_store, lm, tmp_path):
     """The README's `make demo`: 5 unseen in-catalogue titles, each with a reason and a source."""
     from reasonrec.retrieval.loaders import load_ml100k
 
-    proc = run_cli("demo", "--user", "196", "-k", "5", "--store", str(indexed_store_dir))
+    cfg = tmp_path / "agent.json"  # reuse the session's indexed collection instead of indexing again
+    cfg.write_text(json.dumps({"retrieval": json.loads(retrieval_config.model_dump_json())}))
+    proc = run_cli("demo", "--user", "196", "-k", "5", "--config", str(cfg))
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "Top 5 for user 196" in out
@@ -58,7 +61,7 @@ def test_demo_prints_five_recommendations_with_reasons(indexed_store_dir, lm):
     rows = [cells for cells in rows if cells[0].isdigit()]  # wrapped continuation lines have no rank
     assert len(rows) == 5, out
     for cells in rows:
-        item_id, title, source, reason = cells[0], cells[1], cells[2], cells[5], cells[6]
+        item_id, title, source, reason = cells[1], cells[2], cells[5], cells[6]
         assert item_id in data.items and item_id not in seen
         assert data.items[item_id].title.startswith(title[:10])
         assert source.rstrip("*") in ("model", "fallback")
