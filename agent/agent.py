@@ -19,8 +19,9 @@ from typing import Any
 
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model import LoadedModel
-from reasonrec.agent.ranker import GenerativeRanker, RankRequest
+from reasonrec.agent.ranker import RankRequest
 from reasonrec.agent.schemas import Recommendations
+from reasonrec.agent.scoring import Ranker, make_ranker
 from reasonrec.errors import ConfigError, DataError, UnknownItemError
 from reasonrec.retrieval.types import Dataset, Item
 
@@ -68,7 +69,7 @@ class RecommenderAgent:
         self._model = model
         self._store: Any = None
         self._generator: Any = None
-        self._ranker: GenerativeRanker | None = None
+        self._ranker: Ranker | None = None
 
     # ---- lazily built components -------------------------------------------------------------
     @property
@@ -115,9 +116,10 @@ class RecommenderAgent:
         return self._model
 
     @property
-    def ranker(self) -> GenerativeRanker:
+    def ranker(self) -> Ranker:
+        """The ranker for `config.ranker.mode` (generative, scoring or hybrid), built once."""
         if self._ranker is None:
-            self._ranker = GenerativeRanker(self.model, self.config)
+            self._ranker = make_ranker(self.model, self.config)
         return self._ranker
 
     # ---- public verbs: validate -> call -> transform -----------------------------------------

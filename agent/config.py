@@ -48,8 +48,18 @@ class ModelConfig(_Section):
 class RankerConfig(_Section):
     """How candidates are ranked and explained."""
 
-    mode: Literal["generative"] = Field(
-        "generative", description="generative: the model writes the ranked list and the reasons."
+    mode: Literal["generative", "scoring", "hybrid"] = Field(
+        "generative",
+        description="generative: the model writes the ranked list and the reasons. scoring: one forward "
+        "pass, candidates ordered by their label-token probability after '[' (template reasons). "
+        "hybrid: scoring order, then the model writes one sentence per pick.",
+    )
+    permutations: int = Field(
+        1, description="Scoring/hybrid: candidate orders averaged to cancel position bias (1 = original "
+        "order only; each extra order costs one more prompt in the same forward pass)."
+    )
+    reason_max_new_tokens: int = Field(
+        0, description="Hybrid: tokens per generated reason; 0 = derived (2 x prompt.max_reason_words)."
     )
     k: int = Field(10, description="Default number of recommendations.")
     max_new_tokens: int = Field(
@@ -58,11 +68,18 @@ class RankerConfig(_Section):
     temperature: float = Field(0.0, description="0 = greedy decoding (deterministic).")
     batch_size: int = Field(8, description="Users per batched forward pass in rank_many.")
 
-    @field_validator("k", "batch_size")
+    @field_validator("k", "batch_size", "permutations")
     @classmethod
     def _positive(cls, v: int, info: Any) -> int:
         if v < 1:
             raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
+        return v
+
+    @field_validator("reason_max_new_tokens")
+    @classmethod
+    def _non_negative(cls, v: int, info: Any) -> int:
+        if v < 0:
+            raise ValueError(f"`{info.field_name}` must be >= 0 (0 = derived), got {v}")
         return v
 
     @field_validator("temperature")

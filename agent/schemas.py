@@ -43,6 +43,11 @@ class Recommendations(BaseModel):
     n_off_candidate: int = Field(0, description="Labels the model named that were not candidates (dropped).")
     n_duplicates: int = Field(0, description="Repeated labels in the model output (dropped).")
     raw_output: str | None = Field(None, description="The model's text (generative mode).")
+    confidence: float | None = Field(
+        None,
+        description="Scoring/hybrid: top-1 minus top-2 candidate probability (averaged over permutations), "
+        "0..1; None in generative mode.",
+    )
     timings: dict[str, float] = Field(default_factory=dict, description="Milliseconds per stage and 'total'.")
 
     def item_ids(self) -> list[str]:

@@ -1,0 +1,323 @@
+"""Scoring and hybrid ranking: read the ranking off the label distribution instead of generated text.
+
+Scoring mode renders the same rank prompt as generative mode (ending in the "[" prefill) and runs ONE
+forward pass: the next-token distribution restricted to the candidates' label tokens is a
+probability per candidate. No text is generated, so the output is always k distinct candidates and
+every reason is a grounded template reason.
+
+Small LMs are strongly position-biased (they favour the first labels). With `ranker.permutations`
+= P > 1 every prompt is also scored with P-1 seeded shuffles of the candidate order; labels are
+mapped back to items per shuffle and each item's probability is averaged. All P x batch prompts go
+through one left-padded forward pass, so the cost is ~P times the tokens, not P round trips.
+
+Hybrid mode orders with scoring, then asks the model for one sentence per picked item with the
+reason prompt (prompts/templates/reason.jinja), all reasons of all users in one batched `generate`.
+A reason that is empty or only echoes the item's listing line is replaced by the template reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from reasonrec.agent.config import AgentConfig
+from reasonrec.agent.labels import label_token_ids
+from reasonrec.agent.model import LoadedModel
+from reasonrec.agent.parser import ParsedEntry, ParsedRanking
+from reasonrec.agent.ranker import GenerativeRanker, RankRequest, _LinesStop, build_recommendations
+from reasonrec.agent.reasons import usable_reason
+from reasonrec.agent.schemas import Recommendations
+from reasonrec.errors import ConfigError
+from reasonrec.prompts.loader import render_reason_messages
+
+_PERMUTATION_SEED = 0
+_HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale")  # config keys that change logits after the head
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+# The small model often restates the task instead of answering it.
+_META = re.compile(
+    r"\b(?:wants? to know|(?:explain|say|tell)\w* (?:in one sentence )?why|why (?:a|the|this) user)\b", re.I
+)
+
+
+class Ranker(Protocol):
+    """What the agent needs from a ranker: a mode name and batched `rank`."""
+
+    mode: str
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[Recommendations]: ...
+
+
+@dataclasses.dataclass
+class ItemScores:
+    """One request's scoring result: candidate item id -> probability averaged over permutations."""
+
+    probs: dict[str, float]
+    confidence: float  # top-1 minus top-2 averaged probability, in [0, 1]
+    top1_agreement: float  # share of permutations whose own top-1 is the averaged top-1
+
+
+def permutation_orders(n: int, permutations: int) -> list[list[int]]:
+    """Candidate orders to score: the original order first, then seeded shuffles (deterministic).
+
+    Returns:
+        `permutations` lists of indices into the candidate list; `order[j]` is the candidate shown
+        with label j. Shuffles are distinct from each other and from the original while n! allows.
+    """
+    orders = [list(range(n))]
+    rng = random.Random(_PERMUTATION_SEED * 1_000_003 + n)
+    seen = {tuple(orders[0])}
+    for _ in range(permutations - 1):
+        order = list(range(n))
+        for _attempt in range(20):
+            rng.shuffle(order)
+            if tuple(order) not in seen:
+                break
+        seen.add(tuple(order))
+        orders.append(list(order))
+    return orders
+
+
+class ScoringRanker:
+    """Rank by the label-token probabilities after "[" (one forward pass, optionally debiased)."""
+
+    mode = "scoring"
+    fp32_head = True  # False: always use the model's own head (`logits_to_keep=1`); see _label_logits
+
+    def __init__(self, lm: LoadedModel, config: AgentConfig):
+        self.lm = lm
+        self.config = config
+        # The rank prompt is defined once, by the generative ranker: reuse it so the two modes can
+        # never drift apart (also gives us its newline-token set for the hybrid reason stop).
+        self._prompter = GenerativeRanker(lm, config)
+
+    @property
+    def permutations(self) -> int:
+        return self.config.ranker.permutations
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
+        """Rank every request, `ranker.batch_size` users per forward pass. Never raises for model output."""
+        out: list[Recommendations] = []
+        bs = self.config.ranker.batch_size
+        for start in range(0, len(requests), bs):
+            out.extend(self._rank_batch(list(requests[start : start + bs])))
+        return out
+
+    def score(self, requests: Sequence[RankRequest]) -> tuple[list[ItemScores], dict[str, float]]:
+        """Probabilities for every candidate of every request, from one batched forward pass.
+
+        Returns:
+            (one ItemScores per request, batch timings in ms: prompt_ms, forward_ms — totals).
+        """
+        import torch
+
+        t0 = time.perf_counter()
+        reqs = list(requests)
+        p = self.permutations
+        prompts: list[str] = []
+        columns: list[list[str]] = []  # per prompt row: item id shown with label j
+        token_ids: list[list[int]] = []
+        for req in reqs:
+            n = len(req.candidates)
+            if not 1 <= req.k <= n:
+                raise ConfigError(f"`k` must be between 1 and {n} (the number of candidates), got {req.k}")
+            labels, ids = label_token_ids(self.lm.tokenizer, n)
+            for order in permutation_orders(n, p):
+                shown = dataclasses.replace(req, candidates=[req.candidates[i] for i in order])
+                text, label_map = self._prompter.prompt_text(shown)
+                prompts.append(text)
+                columns.append([label_map[lab] for lab in labels])
+                token_ids.append(ids)
+        t1 = time.perf_counter()
+        union = list(dict.fromkeys(i for ids in token_ids for i in ids))
+        col = {tid: j for j, tid in enumerate(union)}
+        label_logits = self._label_logits(prompts, union)  # [rows, len(union)] float32
+        t2 = time.perf_counter()
+        results = []
+        for r, req in enumerate(reqs):
+            acc = {c.id: 0.0 for c in req.candidates}
+            tops = []
+            for row in range(r * p, (r + 1) * p):
+                cols = torch.tensor([col[t] for t in token_ids[row]], device=label_logits.device)
+                probs = torch.softmax(label_logits[row, cols], dim=-1).tolist()
+                for item_id, pr in zip(columns[row], probs, strict=True):
+                    acc[item_id] += pr / p
+                tops.append(columns[row][max(range(len(probs)), key=probs.__getitem__)])
+            ranked = sorted(acc.values(), reverse=True)
+            margin = ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
+            best = max(acc, key=acc.__getitem__)
+            results.append(ItemScores(acc, max(0.0, min(1.0, margin)), sum(t == best for t in tops) / p))
+        return results, {"prompt_ms": (t1 - t0) * 1000, "forward_ms": (t2 - t1) * 1000}
+
+    def _label_logits(self, prompts: list[str], token_ids: list[int]) -> Any:
+        """Next-token logits of `token_ids` at the last position of each prompt, one left-padded forward.
+
+        Why not just `model(...).logits`: in bfloat16 a logit near 24 is rounded to a multiple of 0.125,
+        so neighbouring labels tie and a probability moves by up to ~6% with batch padding. Where the
+        head is a plain Linear we run the decoder only and apply the label rows of the head in float32
+        (also skips the [rows, vocab] product). Otherwise (LoRA on the head, logit soft-capping or
+        scaling) the model's own head runs on the last position only (`logits_to_keep=1`).
+        """
+        import torch
+
+        tok = self.lm.tokenizer
+        if tok.padding_side != "left":
+            raise ConfigError("scoring needs a left-padding tokenizer (load_model sets padding_side='left')")
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
+        # Positions as `generate` computes them, so padding never shifts a row's positions.
+        position_ids = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        model = self.lm.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PeftModel
+        head = base.get_output_embeddings()
+        cfg = getattr(base, "config", None)
+        special = any(getattr(cfg, a, None) not in (None, 1.0) for a in _HEAD_EXTRAS)
+        fp32_head = self.fp32_head and type(head) is torch.nn.Linear and hasattr(base, "get_decoder")
+        with torch.inference_mode():
+            if fp32_head and not special:
+                out = base.get_decoder()(**enc, position_ids=position_ids, use_cache=False)
+                hidden = out.last_hidden_state[:, -1].float()
+                ids = torch.tensor(token_ids, device=hidden.device)
+                logits = hidden @ head.weight[ids].float().T
+                if head.bias is not None:
+                    logits = logits + head.bias[ids].float()
+                return logits
+            out = model(**enc, position_ids=position_ids, logits_to_keep=1, use_cache=False)
+            return out.logits[:, -1, token_ids].float()
+
+    def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
+        t0 = time.perf_counter()
+        scored, stage = self.score(reqs)
+        per_user_ms = (time.perf_counter() - t0) * 1000 / len(reqs)
+        out = []
+        for req, s in zip(reqs, scored, strict=True):
+            # Stable sort: ties keep retriever order. Labels are those of the original order.
+            labels, _ = label_token_ids(self.lm.tokenizer, len(req.candidates))
+            label_of = {c.id: lab for lab, c in zip(labels, req.candidates, strict=True)}
+            top = sorted(req.candidates, key=lambda c: -s.probs[c.id])[: req.k]
+            parsed = ParsedRanking(
+                entries=[ParsedEntry(label=label_of[c.id], item_id=c.id, source="model") for c in top],
+                n_model=req.k,
+                n_fallback=0,
+                off_candidate=[],
+                duplicates=[],
+                missing_reasons=0,
+                format="lines",
+                valid=True,
+            )
+            timings = {
+                "prompt_ms": stage["prompt_ms"] / len(reqs),
+                "forward_ms": stage["forward_ms"] / len(reqs),
+                "total": per_user_ms,
+                "batch_size": float(len(reqs)),
+                "permutations": float(self.permutations),
+                "top1_agreement": s.top1_agreement,
+            }
+            scores = {c.id: s.probs[c.id] for c in top}
+            rec = build_recommendations(req, parsed, None, self.lm.model_id, self.mode, timings, scores)
+            rec.confidence = s.confidence
+            out.append(rec)
+        return out
+
+
+class HybridRanker(ScoringRanker):
+    """Order with scoring, then let the model explain each pick in one sentence."""
+
+    mode = "hybrid"
+
+    def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
+        t0 = time.perf_counter()
+        recs = super()._rank_batch(reqs)
+        t1 = time.perf_counter()
+        jobs = []  # (user index, request, item, its Recommendation)
+        for u, (req, rec) in enumerate(zip(reqs, recs, strict=True)):
+            by_id = {c.id: c for c in req.candidates}
+            jobs.extend((u, req, by_id[r.item_id], r) for r in rec.items)
+        texts = self._generate_reasons([(req, item) for _, req, item, _ in jobs])
+        t2 = time.perf_counter()
+        raw: list[list[str]] = [[] for _ in reqs]
+        for (u, _, item, r), text in zip(jobs, texts, strict=True):
+            raw[u].append(text)
+            reason = clean_reason(text, self.config.prompt.max_reason_words, self._prompter._reason_chars())
+            if reason and usable_reason(reason, item) and not restates_question(reason):
+                r.reason, r.reason_source = reason, "model"
+            # else: keep the grounded template reason build_recommendations wrote (reason_source="template")
+        for u, rec in enumerate(recs):
+            rec.raw_output = "\n".join(raw[u])
+            rec.timings["reason_ms"] = (t2 - t1) * 1000 / len(reqs)
+            rec.timings["total"] = (time.perf_counter() - t0) * 1000 / len(reqs)
+        return recs
+
+    def _generate_reasons(self, jobs: list[tuple[RankRequest, Any]]) -> list[str]:
+        """One greedy sentence per (request, item), all in one left-padded `generate`."""
+        import torch
+
+        if not jobs:
+            return []
+        tok = self.lm.tokenizer
+        prompts = [
+            tok.apply_chat_template(
+                render_reason_messages(req.history, item, req.query, self.config.prompt),
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for req, item in jobs
+        ]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
+        max_new = self.config.ranker.reason_max_new_tokens or self.config.prompt.max_reason_words * 2
+        prompt_len = enc["input_ids"].shape[1]
+        stop = _LinesStop(self._prompter._newline_ids, prompt_len, [1] * len(jobs))
+        with torch.inference_mode():
+            seqs = self.lm.model.generate(
+                **enc,
+                max_new_tokens=max_new,
+                stopping_criteria=[stop],
+                pad_token_id=tok.pad_token_id,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        return tok.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
+
+
+def clean_reason(text: str, max_words: int, max_chars: int) -> str:
+    """First line, first sentence, at most `max_words` words and `max_chars` characters."""
+    line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
+    line = _first_sentence(line).strip().strip("\"'*_ ").strip()
+    words = line.split()
+    if len(words) > max_words:
+        line = " ".join(words[:max_words]).rstrip(",;:-") + "…"
+    if len(line) > max_chars:
+        cut = line[: max_chars - 1]
+        line = (cut[: cut.rindex(" ")] if " " in cut[max_chars // 2 :] else cut).rstrip(" ,;:-") + "…"
+    return line
+
+
+def _first_sentence(line: str) -> str:
+    for m in _SENTENCE_END.finditer(line):
+        word = line[: m.start()].rsplit(None, 1)[-1]
+        # "Sgt. Bilko", "Dr. Strangelove", "L.A. Confidential": an abbreviation, not a sentence end.
+        if len(word.rstrip(".!?")) <= 3 and word[:1].isupper() or word.count(".") > 1:
+            continue
+        return line[: m.start()]
+    return line
+
+
+def restates_question(text: str) -> bool:
+    """True for "The user wants to know why ..." style answers that repeat the task, not a reason."""
+    return bool(_META.search(text))
+
+
+def make_ranker(lm: LoadedModel, config: AgentConfig) -> Ranker:
+    """The ranker for `config.ranker.mode`: generative, scoring or hybrid."""
+    mode = config.ranker.mode
+    if mode == "generative":
+        return GenerativeRanker(lm, config)
+    if mode == "scoring":
+        return ScoringRanker(lm, config)
+    if mode == "hybrid":
+        return HybridRanker(lm, config)
+    raise ConfigError(f"`ranker.mode` must be 'generative', 'scoring' or 'hybrid', got {mode!r}")
