@@ -172,9 +172,7 @@ class RecommenderAgent:
             t0 = time.perf_counter()
             hist_ids = self._resolve_history(uid, hist, q)
             n_cand = max(self.config.retrieval.n_candidates, k)
-            cands = self.candidate_source.candidates(
-                hist_ids, n_cand, query=q, where=where, exclude=frozenset(exclude)
-            )
+            cands = self.candidate_source.candidates(hist_ids, n_cand, query=q, where=where, exclude=frozenset(exclude))
             if len(cands) < k:
                 raise DataError(
                     f"`k` is {k} but only {len(cands)} unseen items match"
@@ -187,8 +185,10 @@ class RecommenderAgent:
             reqs.append((req, req_ms))
         return self._run([r for r, _ in reqs], [ms for _, ms in reqs], progress)
 
-    def rank(self, history: Sequence[str], candidates: Sequence[str], k: int, query: str | None = None) -> Recommendations:
-        """Rank a given candidate list (as the evaluation protocols do). Candidates keep their order as fallback order."""
+    def rank(
+        self, history: Sequence[str], candidates: Sequence[str], k: int, query: str | None = None
+    ) -> Recommendations:
+        """Rank a given candidate list, as the evaluation protocols do; its order is the fallback order."""
         return self.rank_many([history], [candidates], k, [query])[0]
 
     def rank_many(

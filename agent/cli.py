@@ -25,16 +25,27 @@ from rich.table import Table
 
 from reasonrec.errors import ReasonRecError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
-                  help="LLM recommender agent: retrieve, rank with reasons, validate.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="LLM recommender agent: retrieve, rank with reasons, validate.",
+)
 console = Console()
 err_console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML/JSON AgentConfig file.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="HF id, local folder or .gguf (default: packaged SmolLM2).")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="HF id, local folder or .gguf (default: packaged SmolLM2).")
+]
 AdapterOpt = Annotated[str | None, typer.Option("--adapter", help="LoRA adapter folder from `reasonrec train`.")]
-DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="'ml-100k', a GroupLens folder, or 'items.csv,interactions.csv'.")]
-ChromaOpt = Annotated[str | None, typer.Option("--chroma-url", help="Use a Chroma server (http://host:port) instead of the embedded store.")]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", help="'ml-100k', a GroupLens folder, or 'items.csv,interactions.csv'.")
+]
+ChromaOpt = Annotated[
+    str | None,
+    typer.Option("--chroma-url", help="Use a Chroma server (http://host:port) instead of the embedded store."),
+]
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="Folder of the embedded Chroma store.")]
 
 
@@ -69,8 +80,14 @@ def build_config(
 
 
 def progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
 
 
 def make_agent(cfg: Any) -> Any:
@@ -102,7 +119,9 @@ def recommendations_table(recs: Any, title: str) -> Table:
 
 
 @app.command()
-def index(config: ConfigOpt = None, dataset: DatasetOpt = None, chroma_url: ChromaOpt = None, store: StoreOpt = None) -> None:
+def index(
+    config: ConfigOpt = None, dataset: DatasetOpt = None, chroma_url: ChromaOpt = None, store: StoreOpt = None
+) -> None:
     """Embed the catalogue into Chroma; re-running adds nothing unless items changed.
 
     Example: reasonrec index --dataset items.csv,interactions.csv
@@ -118,8 +137,12 @@ def recommend(
     query: Annotated[str | None, typer.Option("--query", "-q", help="Free-text request.")] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="Number of recommendations.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the Recommendations object as JSON.")] = False,
-    config: ConfigOpt = None, model: ModelOpt = None, adapter: AdapterOpt = None, dataset: DatasetOpt = None,
-    chroma_url: ChromaOpt = None, store: StoreOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    dataset: DatasetOpt = None,
+    chroma_url: ChromaOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Recommend k items with reasons for a user, a history, or a request.
 
@@ -135,16 +158,21 @@ def recommend(
         print(recs.model_dump_json(indent=2))
         return
     console.print(recommendations_table(recs, f"Recommendations for {user or 'you'}"))
-    console.print(f"[dim]{recs.model_id} · {recs.mode} · template {recs.template_version} · "
-                  f"{recs.n_model} by model, {recs.n_fallback} fallback · {recs.timings['total']:.0f} ms "
-                  f"(* = reason built from facts)[/dim]")
+    console.print(
+        f"[dim]{recs.model_id} · {recs.mode} · template {recs.template_version} · "
+        f"{recs.n_model} by model, {recs.n_fallback} fallback · {recs.timings['total']:.0f} ms "
+        f"(* = reason built from facts)[/dim]"
+    )
 
 
 @app.command()
 def demo(
     user: Annotated[str, typer.Option("--user", "-u", help="ML-100K user to show.")] = "196",
     k: Annotated[int, typer.Option("-k", min=1, help="Number of recommendations.")] = 5,
-    config: ConfigOpt = None, model: ModelOpt = None, adapter: AdapterOpt = None, store: StoreOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Index ML-100K if needed, show a user's recent history and k recommendations with reasons.
 
@@ -167,9 +195,11 @@ def demo(
         _ = agent.ranker
     recs = agent.recommend(user_id=user, k=k)
     console.print(recommendations_table(recs, f"Top {k} for user {user}"))
-    console.print(f"[dim]{recs.model_id} · {recs.mode} · {recs.n_model} by model, {recs.n_fallback} fallback · "
-                  f"recommend {recs.timings['total']:.0f} ms · demo {time.perf_counter() - t0:.1f} s "
-                  f"(* = reason built from facts)[/dim]")
+    console.print(
+        f"[dim]{recs.model_id} · {recs.mode} · {recs.n_model} by model, {recs.n_fallback} fallback · "
+        f"recommend {recs.timings['total']:.0f} ms · demo {time.perf_counter() - t0:.1f} s "
+        f"(* = reason built from facts)[/dim]"
+    )
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -180,11 +210,15 @@ def _csv(value: str | None) -> list[str] | None:
 def evaluate(
     protocol: Annotated[str, typer.Option(help="full (retrieve then rank) or cand20 (pick from 20).")] = "full",
     candidates: Annotated[int, typer.Option(help="Candidates per user (20 or 50 for full).")] = 20,
-    methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: all classical + zero-shot).")] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="Comma-separated methods (default: all classical + zero-shot).")
+    ] = None,
     users: Annotated[int | None, typer.Option(help="Evaluate a seeded subset of users (default: all 943).")] = None,
     llm_users: Annotated[int | None, typer.Option(help="Separate, smaller subset for LLM methods.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for user subsets, cand20 negatives, random ranker.")] = 0,
-    positions: Annotated[str | None, typer.Option(help="cand20: fix the target at these positions, e.g. 1,5,10,20.")] = None,
+    positions: Annotated[
+        str | None, typer.Option(help="cand20: fix the target at these positions, e.g. 1,5,10,20.")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Results file stem (default <protocol><candidates>).")] = None,
     out_dir: Annotated[Path, typer.Option(help="Where JSON, Markdown and PNG files go.")] = Path("bench/results"),
     adapter: AdapterOpt = None,
@@ -200,9 +234,18 @@ def evaluate(
     from reasonrec.finetune.evaluate import evaluate as run_evaluation
 
     fields = {
-        "protocol": protocol, "candidates": candidates, "methods": _csv(methods), "users": users,
-        "llm_users": llm_users, "seed": seed, "name": name, "out_dir": out_dir, "adapter": adapter,
-        "batch_size": batch_size, "agent_config": config, "machine": machine,
+        "protocol": protocol,
+        "candidates": candidates,
+        "methods": _csv(methods),
+        "users": users,
+        "llm_users": llm_users,
+        "seed": seed,
+        "name": name,
+        "out_dir": out_dir,
+        "adapter": adapter,
+        "batch_size": batch_size,
+        "agent_config": config,
+        "machine": machine,
         "positions": [int(p) for p in _csv(positions)] if positions else None,
     }
     cfg = EvalConfig.build(**{k: v for k, v in fields.items() if v is not None})
@@ -220,8 +263,14 @@ def evaluate(
         table.add_column(col)
     for method, row in report.methods.items():
         m = row.metrics
-        table.add_row(method, str(row.n_users), *(f"{m.get(x, float('nan')):.4f}" for x in ("recall@10", "ndcg@10", "hr@1", "mrr")),
-                      f"{row.valid_rate:.3f}", f"{row.fallback_rate:.3f}", f"{row.latency_ms['p50']:.1f}")
+        table.add_row(
+            method,
+            str(row.n_users),
+            *(f"{m.get(x, float('nan')):.4f}" for x in ("recall@10", "ndcg@10", "hr@1", "mrr")),
+            f"{row.valid_rate:.3f}",
+            f"{row.fallback_rate:.3f}",
+            f"{row.latency_ms['p50']:.1f}",
+        )
     console.print(table)
     console.print(f"[dim]written to {cfg.out_dir / cfg.result_name()}.json/.md/_*.png[/dim]")
 
@@ -254,6 +303,7 @@ def main() -> None:
     except ReasonRecError as e:
         err_console.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
         sys.exit(2)
+
 
 if __name__ == "__main__":
     main()

@@ -55,8 +55,9 @@ class RankerConfig(_Section):
         "hybrid: scoring order, then the model writes one sentence per pick.",
     )
     permutations: int = Field(
-        1, description="Scoring/hybrid: candidate orders averaged to cancel position bias (1 = original "
-        "order only; each extra order costs one more prompt in the same forward pass)."
+        1,
+        description="Scoring/hybrid: candidate orders averaged to cancel position bias (1 = original "
+        "order only; each extra order costs one more prompt in the same forward pass).",
     )
     reason_max_new_tokens: int = Field(
         0, description="Hybrid: tokens per generated reason; 0 = derived (2 x prompt.max_reason_words)."

@@ -197,7 +197,9 @@ def _attach_adapter(model: Any, cfg: ModelConfig) -> Any:
 
     adapter = Path(cfg.adapter).expanduser()
     if not (adapter / "adapter_config.json").is_file():
-        raise ModelError(f"adapter folder {str(adapter)!r} has no adapter_config.json (train one with `reasonrec train`)")
+        raise ModelError(
+            f"adapter folder {str(adapter)!r} has no adapter_config.json (train one with `reasonrec train`)"
+        )
     if not (adapter / "adapter_model.safetensors").is_file():
         raise ModelError(f"adapter {str(adapter)!r} has no adapter_model.safetensors (only safetensors are loaded)")
     model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)

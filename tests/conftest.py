@@ -108,8 +108,16 @@ def tiny_random_lm(lm):
     from reasonrec.agent.model import LoadedModel
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(lm.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      pad_token_id=lm.tokenizer.pad_token_id, eos_token_id=lm.tokenizer.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(lm.tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=lm.tokenizer.pad_token_id,
+        eos_token_id=lm.tokenizer.eos_token_id,
+    )
     model = LlamaForCausalLM(cfg).eval()
     return LoadedModel(model, lm.tokenizer, "tiny-random-llama", "cpu", "float32")

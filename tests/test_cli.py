@@ -13,7 +13,10 @@ import pytest
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "reasonrec.agent.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
     )
 
 
@@ -57,7 +60,9 @@ def test_demo_prints_five_recommendations_with_reasons(retrieval_config, indexed
     data = load_ml100k()
     seen = set(data.history("196"))
     tables = out.split("Top 5 for user 196")[1]
-    rows = [[c.strip() for c in line.strip().strip("│").split("│")] for line in tables.splitlines() if line.startswith("│")]
+    rows = [
+        [c.strip() for c in line.strip().strip("│").split("│")] for line in tables.splitlines() if line.startswith("│")
+    ]
     rows = [cells for cells in rows if cells[0].isdigit()]  # wrapped continuation lines have no rank
     assert len(rows) == 5, out
     for cells in rows:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from reasonrec.finetune import metrics as M
 
 from reasonrec.errors import ConfigError
+from reasonrec.finetune import metrics as M
 
 RANKED = ["a", "b", "c", "d", "e"]
 

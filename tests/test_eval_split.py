@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
+from reasonrec.errors import ConfigError
 from reasonrec.finetune.baselines import ItemKNNRanker, PopularityRanker, RandomRanker
 from reasonrec.finetune.evaluate import EvalConfig, select_users
 from reasonrec.finetune.split import Split, UserSplit, cand20_candidates, leave_one_out
 from reasonrec.retrieval.types import Dataset, Interaction, Item, natural_key
-
-from reasonrec.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

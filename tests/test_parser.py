@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reasonrec.agent.parser import ParsedRanking, parse_ranking
 
+from reasonrec.agent.parser import ParsedRanking, parse_ranking
 from reasonrec.errors import ConfigError
 
 # ML-100K ids, in retriever order (the fallback order).

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
+from reasonrec.errors import ConfigError
 from reasonrec.prompts import (
     ANSWER_PREFIX,
     TEMPLATE_VERSION,
@@ -20,8 +22,6 @@ from reasonrec.prompts import (
 )
 from reasonrec.prompts import loader as prompt_loader
 from reasonrec.retrieval.types import Item
-
-from reasonrec.errors import ConfigError
 
 # Real ML-100K rows (id, title without year, year, genres), built by hand: no dependency on loaders.
 ROWS = [

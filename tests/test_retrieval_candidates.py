@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reasonrec.retrieval import CandidateGenerator, CandidateSource, Item, genre_key
 
 from reasonrec.errors import ConfigError, DataError, UnknownItemError
+from reasonrec.retrieval import CandidateGenerator, CandidateSource, Item, genre_key
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from reasonrec.errors import DataError, UnknownUserError
 from reasonrec.retrieval import (
     Item,
     load_catalogue,
@@ -18,8 +20,6 @@ from reasonrec.retrieval import (
     split_title_year,
 )
 from reasonrec.retrieval.loaders import ML100K_GENRES
-
-from reasonrec.errors import DataError, UnknownUserError
 
 RECBOLE_DIR = Path(next(iter(importlib.util.find_spec("recbole").submodule_search_locations)))
 ML100K_DIR = RECBOLE_DIR / "dataset_example" / "ml-100k"

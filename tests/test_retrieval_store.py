@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from reasonrec.errors import ConfigError, DataError, RetrievalError
 from reasonrec.retrieval import Embedder, ItemStore, RetrievalConfig, build_index, genre_key
 from reasonrec.retrieval.embed import resolve_model
 from reasonrec.retrieval.types import natural_key
-
-from reasonrec.errors import ConfigError, DataError, RetrievalError
 
 
 def _small_store(retrieval_config, embedder, name, **overrides):
