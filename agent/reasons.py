@@ -30,13 +30,14 @@ def grounded_reason(item: _ItemLike, history: Sequence[_ItemLike], similarity: f
     """
     recent = list(history)[::-1]
     genres = set(item.genres)
-    best, shared = None, set()
-    for h in recent[:30]:  # newest first: recent tastes are better evidence
+    # The closest history item by genre overlap (Jaccard; ties go to the newest), so that different
+    # recommendations cite different, genuinely similar titles rather than always the latest one.
+    best, shared, best_sim = None, set(), 0.0
+    for h in recent[:30]:
         common = genres & set(h.genres)
-        if len(common) > len(shared):
-            best, shared = h, common
-        if len(shared) >= 2:
-            break
+        sim = len(common) / len(genres | set(h.genres)) if common else 0.0
+        if sim > best_sim:
+            best, shared, best_sim = h, common, sim
     if best is not None and shared:
         g = ", ".join(sorted(shared)[:2])
         return f"Shares {g} with {best.title}, which you watched."
