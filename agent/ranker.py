@@ -34,7 +34,24 @@ class RankRequest:
     retrieval_scores: list[float | None] = field(default_factory=list)
 
 
-class GenerativeRanker:
+class BatchedRanker:
+    """Shared driver: split requests into `ranker.batch_size` chunks, one model call per chunk."""
+
+    config: AgentConfig
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
+        """Rank every request, `ranker.batch_size` at a time. Never raises for bad model output."""
+        out: list[Recommendations] = []
+        bs = self.config.ranker.batch_size
+        for start in range(0, len(requests), bs):
+            out.extend(self._rank_batch(list(requests[start : start + bs])))
+        return out
+
+    def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
+        raise NotImplementedError
+
+
+class GenerativeRanker(BatchedRanker):
     """The model writes the ranked list and the reasons; the parser keeps it inside the candidates."""
 
     mode = "generative"
@@ -51,14 +68,6 @@ class GenerativeRanker:
         messages = render_rank_messages(req.history, pairs, req.k, req.query, self.config.prompt)
         text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text + ANSWER_PREFIX, {label: item.id for label, item in pairs}
-
-    def rank(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
-        """Rank every request, `ranker.batch_size` at a time. Never raises for bad model output."""
-        out: list[Recommendations] = []
-        bs = self.config.ranker.batch_size
-        for start in range(0, len(requests), bs):
-            out.extend(self._rank_batch(list(requests[start : start + bs])))
-        return out
 
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
         import torch

@@ -28,7 +28,7 @@ from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.labels import label_token_ids
 from reasonrec.agent.model import LoadedModel
 from reasonrec.agent.parser import ParsedEntry, ParsedRanking
-from reasonrec.agent.ranker import GenerativeRanker, RankRequest, _LinesStop, build_recommendations
+from reasonrec.agent.ranker import BatchedRanker, GenerativeRanker, RankRequest, _LinesStop, build_recommendations
 from reasonrec.agent.reasons import usable_reason
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError
@@ -81,7 +81,7 @@ def permutation_orders(n: int, permutations: int) -> list[list[int]]:
     return orders
 
 
-class ScoringRanker:
+class ScoringRanker(BatchedRanker):
     """Rank by the label-token probabilities after "[" (one forward pass, optionally debiased)."""
 
     mode = "scoring"
@@ -97,14 +97,6 @@ class ScoringRanker:
     @property
     def permutations(self) -> int:
         return self.config.ranker.permutations
-
-    def rank(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
-        """Rank every request, `ranker.batch_size` users per forward pass. Never raises for model output."""
-        out: list[Recommendations] = []
-        bs = self.config.ranker.batch_size
-        for start in range(0, len(requests), bs):
-            out.extend(self._rank_batch(list(requests[start : start + bs])))
-        return out
 
     def score(self, requests: Sequence[RankRequest]) -> tuple[list[ItemScores], dict[str, float]]:
         """Probabilities for every candidate of every request, from one batched forward pass.
