@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from reasonrec.finetune.split import Split, user_seed
-from reasonrec.retrieval.types import natural_key
 
 from reasonrec.errors import ConfigError, DataError
+from reasonrec.finetune.split import Split, user_seed
+from reasonrec.retrieval.types import natural_key
 
 
 class Ranker(Protocol):

@@ -24,6 +24,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reasonrec.errors import ConfigError
 from reasonrec.finetune import metrics as M
 from reasonrec.finetune.baselines import build_ranker
 from reasonrec.finetune.report import (
@@ -36,8 +38,6 @@ from reasonrec.finetune.report import (
 )
 from reasonrec.finetune.split import Split, cand20_candidates, leave_one_out
 from reasonrec.retrieval.types import natural_key
-
-from reasonrec.errors import ConfigError
 
 Progress = Callable[[str, int, int], None]  # (task description, done, total)
 CLASSICAL = ("random", "popularity", "itemknn", "retrieval", "recbole-sasrec", "recbole-bpr")

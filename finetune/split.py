@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from reasonrec.retrieval.types import Dataset, natural_key
 
 from reasonrec.errors import ConfigError, UnknownUserError
+from reasonrec.retrieval.types import Dataset, natural_key
 
 Stage = Literal["valid", "test"]
 MIN_INTERACTIONS = 3  # one train item + validation + test
