@@ -93,9 +93,7 @@ def _stage_items(loader, dataset) -> dict[str, str]:
     return out
 
 
-def run(
-    model_name: str, out_dir: Path, max_minutes: float, max_epochs: int, seed: int, patience: int
-) -> dict:
+def run(model_name: str, out_dir: Path, max_minutes: float, max_epochs: int, seed: int, patience: int) -> dict:
     """Train one model with RecBole, evaluate on test, export scores; returns the meta record."""
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -129,9 +127,7 @@ def run(
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     valid_items, test_items = _stage_items(valid_data, dataset), _stage_items(test_data, dataset)
-    mismatches = sorted(
-        u for u, (v, t) in reference.items() if valid_items.get(u) != v or test_items.get(u) != t
-    )
+    mismatches = sorted(u for u, (v, t) in reference.items() if valid_items.get(u) != v or test_items.get(u) != t)
     print(f"[{model_name}] split check: {len(mismatches)} of {len(reference)} users differ", flush=True)
 
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])

@@ -63,26 +63,20 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    protocol: Literal["full", "cand20"] = Field(
-        "full", description="full: retrieve then rank; cand20: pick from 20."
-    )
+    protocol: Literal["full", "cand20"] = Field("full", description="full: retrieve then rank; cand20: pick from 20.")
     candidates: int = Field(20, description="Candidates per user: 20 or 50 for full, 20 for cand20.")
     methods: list[str] = Field(
         default_factory=lambda: ["random", "popularity", "itemknn", "retrieval"],
         description="Rows to run: random, popularity, itemknn, retrieval, recbole-sasrec, recbole-bpr, "
         "<classical>-all (full only), reasonrec-<zeroshot|lora>-<mode>.",
     )
-    users: int | None = Field(
-        None, description="Evaluate a seeded random subset of this many users (None = all)."
-    )
+    users: int | None = Field(None, description="Evaluate a seeded random subset of this many users (None = all).")
     llm_users: int | None = Field(
         100, description="LLM rows use the first N of the selected users (slow on CPU); None = all selected."
     )
     seed: int = Field(0, description="Seeds the user subset, cand20 negatives and the random ranker.")
     k_list: list[int] = Field(default_factory=lambda: [1, 5, 10, 20], description="Cut-offs for recall/ndcg.")
-    llm_k: int = Field(
-        10, description="Items the LLM is asked to rank; the rest are appended in given order."
-    )
+    llm_k: int = Field(10, description="Items the LLM is asked to rank; the rest are appended in given order.")
     out_dir: Path = Field(Path("bench/results"), description="Where <name>.json/.md/_*.png are written.")
     name: str | None = Field(None, description="Results file stem; default '<protocol><candidates>'.")
     positions: list[int] | None = Field(
@@ -90,9 +84,7 @@ class EvalConfig(BaseModel):
     )
     adapter: str | None = Field(None, description="LoRA adapter folder for reasonrec-lora-* rows.")
     batch_size: int = Field(8, description="Users per batched LLM forward pass.")
-    agent_config: Path | None = Field(
-        None, description="YAML/JSON AgentConfig for the LLM rows and retrieval."
-    )
+    agent_config: Path | None = Field(None, description="YAML/JSON AgentConfig for the LLM rows and retrieval.")
     recbole_dir: Path = Field(DEFAULT_RECBOLE_DIR, description="Scores exported by bench/recbole_peer.py.")
     itemknn_window: int = Field(20, description="History items that vote in item-kNN.")
     machine: str | None = Field(None, description="Machine label in the results; default cpu-<n>core.")
@@ -124,15 +116,11 @@ class EvalConfig(BaseModel):
     def _consistent(self) -> EvalConfig:
         ok = {"full": (20, 50), "cand20": (20,)}[self.protocol]
         if self.candidates not in ok:
-            raise ValueError(
-                f"`candidates` must be one of {ok} for protocol {self.protocol}, got {self.candidates}"
-            )
+            raise ValueError(f"`candidates` must be one of {ok} for protocol {self.protocol}, got {self.candidates}")
         valid = valid_methods(self.protocol)
         bad = [m for m in self.methods if m not in valid]
         if bad or not self.methods:
-            raise ValueError(
-                f"unknown method(s) {bad} for protocol {self.protocol}; valid: {', '.join(valid)}"
-            )
+            raise ValueError(f"unknown method(s) {bad} for protocol {self.protocol}; valid: {', '.join(valid)}")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"`methods` lists a method twice: {self.methods}")
         if any(m.startswith("reasonrec-lora-") for m in self.methods) and not self.adapter:
@@ -203,9 +191,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
     )  # fmt: skip
     if config.protocol == "full":
         hits = np.mean([target[u] in cand[u] for u in users])
-        notes.append(
-            f"retriever top-{config.candidates} holds the test item for {hits:.4f} of users (ceiling)"
-        )
+        notes.append(f"retriever top-{config.candidates} holds the test item for {hits:.4f} of users (ceiling)")
         notes.append("`-all` rows rank every catalogue item the user has not seen (no candidate cut)")
     notes.append("latency is the ranking step per user; candidate generation is in candidate_stage_ms")
     positions: dict[str, dict[str, dict[str, float]]] = {}
@@ -218,9 +204,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
         )  # fmt: skip
         if recbole_meta is not None:
             report.recbole[method.removesuffix("-all")] = recbole_meta
-        cands = (
-            {u: catalogue_minus(catalogue, hist[u]) for u in run_users} if method.endswith("-all") else cand
-        )
+        cands = {u: catalogue_minus(catalogue, hist[u]) for u in run_users} if method.endswith("-all") else cand
         row, per_user, info = _run(method, runner, run_users, hist, cands, target, config, progress)
         row.commit, row.created = report.commit, report.created
         report.model_id = report.model_id or info.get("model_id")
@@ -267,9 +251,7 @@ def catalogue_minus(catalogue: Sequence[str], history: Sequence[str]) -> list[st
     return [i for i in catalogue if i not in seen]
 
 
-def _candidates(
-    config, split, users, hist, catalogue, agent, progress
-) -> tuple[dict[str, list[str]], list[float]]:
+def _candidates(config, split, users, hist, catalogue, agent, progress) -> tuple[dict[str, list[str]], list[float]]:
     out: dict[str, list[str]] = {}
     ms: list[float] = []
     for n, u in enumerate(users):

@@ -27,9 +27,7 @@ class MethodResult(BaseModel):
     off_catalogue_rate: float = Field(description="Items named outside the candidate set / requested items.")
     duplicate_rate: float = Field(description="Repeated items in the output / requested items.")
     fallback_rate: float = Field(description="Items filled in from candidate order / requested items.")
-    latency_ms: dict[str, float] = Field(
-        description="Per-user ranking latency p50/p95 (+ p5/p25/p75/mean) ms."
-    )
+    latency_ms: dict[str, float] = Field(description="Per-user ranking latency p50/p95 (+ p5/p25/p75/mean) ms.")
     users_per_s: float
     wall_s: float
     stage_ms: dict[str, float] = Field(default_factory=dict, description="Mean ms per user per stage.")
@@ -189,9 +187,7 @@ def markdown(report: EvalReport, name: str) -> str:
         for m, by_pos in report.positions.items():
             vals = [by_pos.get(p, {}) for p in pos_keys]
             lines.append(
-                f"| {m} | "
-                + " | ".join(f"{v.get('ndcg@10', 0):.4f} / {v.get('hr@1', 0):.4f}" for v in vals)
-                + " |"
+                f"| {m} | " + " | ".join(f"{v.get('ndcg@10', 0):.4f} / {v.get('hr@1', 0):.4f}" for v in vals) + " |"
             )
     if report.recbole:
         lines += ["", "RecBole training (through RecBole 1.2.1, CPU):", ""]

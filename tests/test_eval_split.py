@@ -75,9 +75,7 @@ def test_cand20_properties(split: Split, catalogue: list[str]):
 
 
 def test_cand20_target_position_is_spread(split: Split, catalogue: list[str]):
-    pos = Counter(
-        cand20_candidates(split, u, catalogue, 0).index(split.get(u).test) for u in split.user_ids()
-    )
+    pos = Counter(cand20_candidates(split, u, catalogue, 0).index(split.get(u).test) for u in split.user_ids())
     assert len(pos) == 20 and max(pos.values()) < 100  # shuffled, not always first
 
 
