@@ -242,13 +242,7 @@ class RecommenderAgent:
         )
 
     def _run(self, reqs: list[RankRequest], extra_ms: list[float], progress: Progress | None) -> list[Recommendations]:
-        ranker = self.ranker
-        out: list[Recommendations] = []
-        bs = self.config.ranker.batch_size
-        for start in range(0, len(reqs), bs):
-            out.extend(ranker.rank(reqs[start : start + bs]))
-            if progress:
-                progress(min(start + bs, len(reqs)), len(reqs))
+        out = self.ranker.rank(reqs, progress=progress)
         for rec, ms in zip(out, extra_ms, strict=True):
             rec.timings["retrieval_ms"] = ms
             rec.timings["total"] += ms

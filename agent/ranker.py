@@ -8,7 +8,7 @@ output and fills any gap from retriever order. Every request is padded into one 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,12 +39,16 @@ class BatchedRanker:
 
     config: AgentConfig
 
-    def rank(self, requests: Sequence[RankRequest]) -> list[Recommendations]:
+    def rank(
+        self, requests: Sequence[RankRequest], progress: Callable[[int, int], None] | None = None
+    ) -> list[Recommendations]:
         """Rank every request, `ranker.batch_size` at a time. Never raises for bad model output."""
         out: list[Recommendations] = []
         bs = self.config.ranker.batch_size
         for start in range(0, len(requests), bs):
             out.extend(self._rank_batch(list(requests[start : start + bs])))
+            if progress:
+                progress(len(out), len(requests))
         return out
 
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:

@@ -21,7 +21,7 @@ import dataclasses
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from reasonrec.agent.config import AgentConfig
@@ -48,7 +48,9 @@ class Ranker(Protocol):
 
     mode: str
 
-    def rank(self, requests: Sequence[RankRequest]) -> list[Recommendations]: ...
+    def rank(
+        self, requests: Sequence[RankRequest], progress: Callable[[int, int], None] | None = None
+    ) -> list[Recommendations]: ...
 
 
 @dataclasses.dataclass
