@@ -16,7 +16,7 @@ from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.labels import label_token_ids
 from reasonrec.agent.model import LoadedModel
 from reasonrec.agent.parser import ParsedRanking, parse_ranking
-from reasonrec.agent.reasons import grounded_reason, usable_reason
+from reasonrec.agent.reasons import grounded_reason, is_grounded, usable_reason
 from reasonrec.agent.schemas import Recommendation, Recommendations
 from reasonrec.prompts.loader import ANSWER_PREFIX, TEMPLATE_VERSION, render_rank_messages
 from reasonrec.retrieval.types import Item
@@ -46,7 +46,8 @@ class BatchedRanker:
         out: list[Recommendations] = []
         bs = self.config.ranker.batch_size
         for start in range(0, len(requests), bs):
-            out.extend(self._rank_batch(list(requests[start : start + bs])))
+            batch = list(requests[start : start + bs])
+            out.extend(mark_grounded(req, rec) for req, rec in zip(batch, self._rank_batch(batch), strict=True))
             if progress:
                 progress(len(out), len(requests))
         return out
@@ -168,6 +169,23 @@ def build_recommendations(
         raw_output=raw,
         timings=timings,
     )
+
+
+def mark_grounded(req: RankRequest, rec: Recommendations) -> Recommendations:
+    """Flag each reason as grounded or not, and the share of grounded model-written reasons.
+
+    Why after ranking, in the driver: hybrid mode replaces reasons after `build_recommendations`, so
+    only the final text can be judged; every mode passes through here.
+    """
+    by_id = {it.id: it for it in req.candidates}
+    n_model = n_ok = 0
+    for r in rec.items:
+        r.grounded = is_grounded(r.reason, by_id[r.item_id], req.history)
+        if r.reason_source == "model":
+            n_model += 1
+            n_ok += r.grounded
+    rec.grounded_rate = n_ok / n_model if n_model else None
+    return rec
 
 
 def _newline_token_ids(tokenizer: Any) -> frozenset[int]:

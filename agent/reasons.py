@@ -69,3 +69,54 @@ def usable_reason(text: str | None, item: _ItemLike) -> bool:
     words = re.findall(r"[A-Za-z']+", text.lower())
     noise = set(re.findall(r"[A-Za-z']+", (item.title + " " + " ".join(item.genres)).lower()))
     return len([w for w in words if w not in noise]) >= 3
+
+
+# Genre names as people write them in a sentence ("comedies", "sci-fi", "kids"): stems are enough.
+_GENRE_WORDS = {
+    "Sci-Fi": ("sci-fi", "science fiction", "scifi", "sci fi"),
+    "Children's": ("children", "kids", "family"),
+    "Film-Noir": ("noir",),
+    "Documentary": ("documentar",),
+    "Comedy": ("comed", "funny"),
+    "Mystery": ("myster",),
+    "Fantasy": ("fantas",),
+    "Adventure": ("adventur",),
+    "Romance": ("romanc", "romantic"),
+    "Animation": ("animat",),
+}
+
+
+def _title_core(title: str) -> str:
+    """'Usual Suspects, The (1995)' -> 'usual suspects': what a sentence would call the item."""
+    t = re.sub(r"\s*\(\d{4}\)\s*$", "", title).strip()
+    t = re.sub(r",\s*(The|A|An|Les|La|Le|Il|Das|Der|Die)$", "", t, flags=re.I)
+    return " ".join(re.findall(r"[a-z0-9']+", t.lower()))
+
+
+def is_grounded(reason: str, item: _ItemLike, history: Sequence[_ItemLike]) -> bool:
+    """Whether a reason cites a fact: a real history title, or a real genre or year of `item`.
+
+    Why this check: a fluent reason that names nothing checkable ("You will love this classic") is
+    indistinguishable from a hallucination; the fine-tuning issue's bar is >= 95% grounded reasons.
+    Matching is on words, case-insensitive; a history title counts when its core (no year, no
+    trailing article) of at least 4 characters appears in the reason.
+    """
+    if not reason:
+        return False
+    text = " ".join(re.findall(r"[a-z0-9'\-]+", reason.lower()))
+    padded = f" {text} ", f" {text.replace('-', ' ')} "  # "Sci-Fi" may be written either way
+    for h in history:
+        core = _title_core(h.title)
+        if len(core) >= 4 and any(f" {core} " in p for p in padded):
+            return True
+    for g in item.genres:
+        stems = _GENRE_WORDS.get(g, (g.lower(),))
+        if any(s in text for s in stems):
+            return True
+    if item.year is not None:
+        y = item.year
+        decade = y - y % 10
+        if re.search(rf"\b({y}|{decade}s|'?{decade % 100:02d}s)\b", text):
+            return True
+    return False
+

@@ -24,6 +24,11 @@ class Recommendation(BaseModel):
     reason_source: Literal["model", "template"] = Field(
         "model", description="template: a reason built from facts because the model gave none."
     )
+    grounded: bool = Field(
+        True,
+        description="The reason names a real history item or a real genre/year of this item "
+        "(agent.reasons.is_grounded).",
+    )
 
 
 class Recommendations(BaseModel):
@@ -43,6 +48,9 @@ class Recommendations(BaseModel):
     n_off_candidate: int = Field(0, description="Labels the model named that were not candidates (dropped).")
     n_duplicates: int = Field(0, description="Repeated labels in the model output (dropped).")
     raw_output: str | None = Field(None, description="The model's text (generative mode).")
+    grounded_rate: float | None = Field(
+        None, description="Share of model-written reasons that are grounded; None when the model wrote none."
+    )
     confidence: float | None = Field(
         None,
         description="Scoring/hybrid: top-1 minus top-2 candidate probability (averaged over permutations), "
