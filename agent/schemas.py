@@ -18,8 +18,9 @@ class Recommendation(BaseModel):
     reason: str = Field(min_length=1, description="Why this item; never empty.")
     score: float | None = Field(None, description="Ranker score (higher is better) when the mode has one.")
     retrieval_score: float | None = Field(None, description="Cosine similarity from the candidate generator.")
-    source: Literal["model", "fallback"] = Field(
-        description="model: the LM chose this item; fallback: filled in from retriever order."
+    source: Literal["model", "scoring", "fallback"] = Field(
+        description="model: the LM chose this item; scoring: filled in from the scoring order after constrained "
+        "generation left the list short; fallback: filled in from retriever order."
     )
     reason_source: Literal["model", "template"] = Field(
         "model", description="template: a reason built from facts because the model gave none."
@@ -45,6 +46,7 @@ class Recommendations(BaseModel):
     valid_output: bool = Field(description="The model alone produced exactly k valid, distinct items with reasons.")
     n_model: int = Field(description="Items the model chose itself.")
     n_fallback: int = Field(description="Items filled in from retriever order.")
+    n_scoring: int = Field(0, description="Items filled in from the scoring order (generative fallback chain).")
     n_off_candidate: int = Field(0, description="Labels the model named that were not candidates (dropped).")
     n_duplicates: int = Field(0, description="Repeated labels in the model output (dropped).")
     raw_output: str | None = Field(None, description="The model's text (generative mode).")
