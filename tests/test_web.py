@@ -1,0 +1,97 @@
+"""The web chat in headless Chromium (Playwright driving the system's `chromium`), against a real
+uvicorn server on 127.0.0.1 with the real agent (SmolLM2, scoring mode) and SQLite sessions.
+
+Skipped, with the reason, where Playwright or a Chromium binary is missing: `apt-get install
+chromium` and `pip install playwright` (no `playwright install`; the system browser is used).
+Set REASONREC_SCREENSHOT=docs/web-chat.png to also save the screenshot there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from reasonrec.agent.server import BackgroundServer, create_app
+
+K = 5
+
+
+def chromium_binary() -> str | None:
+    """REASONREC_CHROMIUM, else the first Chromium/Chrome on PATH."""
+    explicit = os.environ.get("REASONREC_CHROMIUM")
+    if explicit:
+        return explicit if Path(explicit).is_file() else None
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    exe = chromium_binary()
+    if exe is None:
+        pytest.skip("no Chromium binary found (apt-get install chromium, or set REASONREC_CHROMIUM)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(ml100k, lm, indexed_store, retrieval_config, tmp_path_factory):
+    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.config import AgentConfig, RankerConfig
+    from reasonrec.agent.sessions import SessionStore
+
+    agent = RecommenderAgent(
+        AgentConfig(retrieval=retrieval_config, ranker=RankerConfig(mode="scoring")), dataset=ml100k, model=lm
+    )
+    store = SessionStore(tmp_path_factory.mktemp("web-sessions") / "sessions.sqlite3")
+    with BackgroundServer(create_app(agent, store=store)) as srv:
+        yield srv
+
+
+def card_ids(bot_message) -> list[str]:
+    return [c.get_attribute("data-item-id") for c in bot_message.locator(".card").all()]
+
+
+def test_chat_thumbs_down_replaces_the_item(browser, server, tmp_path):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/")
+
+    page.fill("#text", "a funny comedy from the 90s")
+    page.press("#text", "Enter")
+    bots = page.locator("#messages .msg.bot")
+    bots.first.locator(".card").nth(K - 1).wait_for(timeout=120_000)
+    first = card_ids(bots.first)
+    assert len(first) == K == len(set(first)) and all(first)
+    card = bots.first.locator(f'.card[data-item-id="{first[0]}"]')
+    assert card.locator(".title").inner_text() and card.locator(".reason").inner_text()
+    assert card.locator(".genre").count() >= 1
+
+    card.locator(".thumb-down").click()
+    page.wait_for_function("document.querySelectorAll('#messages .msg.bot').length >= 2", timeout=120_000)
+    second = card_ids(bots.nth(1))
+    assert len(second) == K and first[0] not in second, (first, second)
+    assert "disliked" in (card.get_attribute("class") or "")
+
+    shot = tmp_path / "web-chat.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("REASONREC_SCREENSHOT"):
+        shutil.copy(shot, os.environ["REASONREC_SCREENSHOT"])
+
+    # The session id is in localStorage: a reload redraws the same conversation from the server.
+    page.reload()
+    page.locator("#messages .msg.bot").nth(1).locator(".card").nth(K - 1).wait_for(timeout=30_000)
+    assert card_ids(page.locator("#messages .msg.bot").nth(1)) == second
+    assert not errors, errors
+    page.close()
