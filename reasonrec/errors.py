@@ -37,6 +37,12 @@ class UnknownItemError(DataError):
     http_status = 404
 
 
+class UnknownSessionError(DataError):
+    """A chat session id that the session store does not hold."""
+
+    http_status = 404
+
+
 class RetrievalError(ReasonRecError):
     """The vector store or candidate generation failed."""
 

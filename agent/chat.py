@@ -1,0 +1,400 @@
+"""Conversational recommendation: a `ChatSession` turns messages into constrained recommendations.
+
+    agent = RecommenderAgent(AgentConfig())
+    chat = agent.chat_session()                      # or chat_session(user_id="196"), chat_session(id)
+    turn = chat.send("a funny sci-fi from the 80s")  # -> ChatTurn: reply, recommendations, constraints
+    turn = chat.send("not the second, something older")
+    turn = chat.send("more like Alien")              # ambiguous: turn.clarification lists the options
+    turn = chat.send("the first one")
+    turn = chat.feedback(turn.recommendations.items[0].item_id, liked=False)
+
+Each message is read by `dialogue.parse_message` (rules; the LM is not asked to parse) and applied to
+the session state: liked items join the history, rejected ones are excluded for good, genres and years
+become a Chroma `where` filter. Recommendations then go through the agent's own retrieval, ranker and
+parser (`RecommenderAgent.recommend`), so every item is a candidate, unseen, with a reason. When the
+filter leaves fewer than k unseen items the turn says so and shows fewer, or relaxes the constraints
+when nothing is left. The state is saved to the `SessionStore` before a turn returns.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from reasonrec.agent.dialogue import ChatConstraints, DialogueAct, parse_message, pick_option
+from reasonrec.agent.schemas import Recommendations
+from reasonrec.agent.sessions import ChatTurn, PendingChoice, SessionState, SessionStore
+from reasonrec.agent.titles import ItemRef, TitleIndex
+from reasonrec.errors import ConfigError, DataError, UnknownItemError, UnknownSessionError
+
+if TYPE_CHECKING:
+    from reasonrec.agent.agent import RecommenderAgent
+
+__all__ = [
+    "ChatConstraints", "ChatSession", "ChatTurn", "ItemRef", "SessionState", "SessionStore", "UnknownSessionError",
+    "constraints_where", "describe_constraints", "open_session",
+]  # fmt: skip
+
+MAX_K = 50
+_SHOWN_TITLES = 3  # titles named in the reply text; the rest are in `recommendations`
+
+
+def constraints_where(c: ChatConstraints) -> dict[str, Any] | None:
+    """The Chroma `where` filter of the constraints, None when there is none.
+
+    Required genres are `genre_<Name>: True` flags, excluded ones `{"$ne": True}` (only True flags are
+    stored, so an item without the genre has no key and passes), years a `$gte`/`$lte` range; several
+    conditions are joined with `$and`.
+    """
+    from reasonrec.retrieval.store import genre_key
+
+    conds: list[dict[str, Any]] = [{genre_key(g): True} for g in c.genres]
+    conds += [{genre_key(g): {"$ne": True}} for g in c.excluded_genres]
+    if c.year_min is not None:
+        conds.append({"year": {"$gte": c.year_min}})
+    if c.year_max is not None:
+        conds.append({"year": {"$lte": c.year_max}})
+    if not conds:
+        return None
+    return conds[0] if len(conds) == 1 else {"$and": conds}
+
+
+def describe_constraints(c: ChatConstraints, domain: str = "movie", plural: bool = True) -> str:
+    """'Comedy and Sci-Fi movies from the 1980s, without Horror' — used in replies and cold-start queries."""
+    noun = domain + ("s" if plural else "")
+    parts = [" and ".join(c.genres) + " " + noun if c.genres else noun]
+    lo, hi = c.year_min, c.year_max
+    if lo is not None and hi is not None:
+        if lo == hi:
+            parts.append(f"from {lo}")
+        elif lo % 10 == 0 and hi == lo + 9:
+            parts.append(f"from the {lo}s")
+        else:
+            parts.append(f"from {lo} to {hi}")
+    elif lo is not None:
+        parts.append(f"from {lo} on")
+    elif hi is not None:
+        parts.append(f"from {hi} or earlier")
+    text = " ".join(parts)
+    if c.excluded_genres:
+        text += ", without " + " or ".join(c.excluded_genres)
+    return text
+
+
+class ChatSession:
+    """One conversation with the agent; state persists in `store` after every turn.
+
+    Args:
+        agent: the agent whose retrieval, ranker and parser produce every recommendation.
+        state: the session's state (from `store.create` or `store.load`).
+        store: where the state is saved.
+    """
+
+    def __init__(self, agent: RecommenderAgent, state: SessionState, store: SessionStore):
+        self.agent = agent
+        self.store = store
+        self._state = state
+        self._lock = threading.Lock()  # one turn at a time per session object
+        self._titles, self._genres, self._years = _catalogue(agent)
+
+    @property
+    def id(self) -> str:
+        return self._state.id
+
+    @property
+    def state(self) -> SessionState:
+        """A copy of the current state (liked, disliked, recommended, constraints, turns)."""
+        return self._state.model_copy(deep=True)
+
+    def send(self, text: str) -> ChatTurn:
+        """Answer one user message with recommendations or a clarifying question.
+
+        Args:
+            text: the message, e.g. "a funny sci-fi from the 80s", "not the second", "more like Alien".
+
+        Returns:
+            The turn (already saved): reply text, recommendations (None when asking), constraints.
+
+        Raises:
+            ConfigError: `text` is empty. DataError: no unseen item is left even without constraints.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"`text` must be a non-empty message, got {text!r}")
+        text = text.strip()[:2000]
+        with self._lock:
+            t0 = time.perf_counter()
+            state, notes = self._state.model_copy(deep=True), []  # a failing turn leaves the session as it was
+            choice = pick_option(text, state.pending.options) if state.pending else None
+            if choice is not None and state.pending is not None:
+                act, keep_last = DialogueAct(), False
+                self._mark(state, self._titles.same_item(choice), state.pending.polarity, notes, choice)
+                state.pending = None
+            else:
+                state.pending = None
+                act = parse_message(text, self._genres, self._titles, self._last_titles(state), self._search)
+                keep_last = act.is_refinement()
+                self._apply(state, act, notes)
+            parse_ms = (time.perf_counter() - t0) * 1000
+            return self._answer(state, text, notes, keep_last, t0, parse_ms)
+
+    def feedback(self, item_id: str, liked: bool) -> ChatTurn:
+        """Thumbs up or down on an item, then recommend again with the same constraints.
+
+        A liked item joins the history; a disliked one is never recommended again. The other items of
+        the last answer stay eligible, so a thumbs-down replaces just that item.
+
+        Raises:
+            UnknownItemError: `item_id` is not in the catalogue.
+        """
+        item_id = str(item_id)
+        item = self.agent.items.get(item_id)
+        if item is None:
+            raise UnknownItemError(
+                f"unknown `item_id` {item_id!r}: not in catalogue {self.agent.dataset.name!r}; "
+                "pass the item_id of a recommendation"
+            )
+        with self._lock:
+            t0 = time.perf_counter()
+            state, notes = self._state.model_copy(deep=True), []
+            ref = ItemRef(item_id=item_id, title=item.title, year=item.year)
+            self._mark(state, [item_id], "like" if liked else "dislike", notes, ref)
+            text = f"{'liked' if liked else 'disliked'}: {ref.label()}"
+            return self._answer(state, text, notes, True, t0, 0.0)
+
+    # --- one turn ------------------------------------------------------------------------------------------
+
+    def _apply(self, state: SessionState, act: DialogueAct, notes: list[str]) -> None:
+        c = state.constraints
+        if act.reset:
+            state.constraints = c = ChatConstraints(k=c.k)
+            notes.append("Starting over.")
+        for idx in act.rejected_positions:
+            if idx < len(state.last):
+                self._mark(state, [state.last[idx]], "dislike", notes)
+        for idx in act.liked_positions:
+            if idx < len(state.last):
+                self._mark(state, [state.last[idx]], "like", notes)
+        for ref in act.titles:
+            options = ref.match.options
+            if len(options) == 1:
+                self._mark(state, self._titles.same_item(options[0]), ref.polarity, notes, options[0])  # type: ignore[arg-type]
+            elif options and state.pending is None:
+                state.pending = PendingChoice(phrase=ref.match.phrase, polarity=ref.polarity, options=options)  # type: ignore[arg-type]
+            elif not options:
+                notes.append(f"I could not find {ref.match.phrase!r} in the catalogue.")
+        if act.genres:
+            c.genres = list(dict.fromkeys([*c.genres, *act.genres])) if act.additive else list(act.genres)
+        if act.excluded_genres:
+            c.excluded_genres = list(dict.fromkeys([*c.excluded_genres, *act.excluded_genres]))
+        c.excluded_genres = [g for g in c.excluded_genres if g not in act.genres]  # "now horror" re-allows it
+        c.genres = [g for g in c.genres if g not in c.excluded_genres]
+        self._apply_years(state, act)
+        if act.k is not None:
+            c.k = min(act.k, MAX_K)
+        elif act.k_change == "shorter":
+            c.k = max(1, (c.k + 1) // 2)
+        elif act.k_change == "longer":
+            c.k = min(MAX_K, c.k * 2)
+        if act.query:
+            c.query = act.query
+
+    def _apply_years(self, state: SessionState, act: DialogueAct) -> None:
+        c = state.constraints
+        if act.clear_years:
+            c.year_min = c.year_max = None
+        if act.years_given:
+            if act.year_min is not None and act.year_max is not None:
+                c.year_min, c.year_max = act.year_min, act.year_max
+            elif act.year_min is not None:
+                c.year_min = act.year_min
+            elif act.year_max is not None:
+                c.year_max = act.year_max
+        if act.relative:
+            shown = [y for i in state.last if (y := self.agent.items[i].year) is not None]
+            # Relative to the last answer; before any answer, to the catalogue's lower / upper quartile.
+            quartiles = statistics.quantiles(self._years, n=4) if len(self._years) > 1 else self._years * 3
+            # The other bound goes: after "the 80s", "older" means before what was shown, not 1980-1984.
+            if act.relative == "older":
+                c.year_max, c.year_min = (min(shown) - 1 if shown else int(quartiles[0])), None
+            else:
+                c.year_min, c.year_max = (max(shown) + 1 if shown else int(quartiles[2])), None
+        if c.year_min is not None and c.year_max is not None and c.year_min > c.year_max:
+            # The newest statement wins: keep the bound this message set, drop the other one.
+            if act.relative == "older" or (act.year_max is not None and act.year_min is None):
+                c.year_min = None
+            else:
+                c.year_max = None
+
+    def _mark(
+        self, state: SessionState, ids: list[str], polarity: str, notes: list[str], ref: ItemRef | None = None
+    ) -> None:
+        label = ref.label() if ref else self.agent.items[ids[0]].title
+        if polarity == "like":
+            state.liked = list(dict.fromkeys([*(i for i in state.liked if i not in ids), *ids]))
+            state.disliked = [i for i in state.disliked if i not in ids]
+            notes.append(f"Noted that you like {label}.")
+        else:
+            state.disliked = list(dict.fromkeys([*state.disliked, *ids]))
+            state.liked = [i for i in state.liked if i not in ids]
+            notes.append(f"Dropped {label}.")
+
+    def _answer(
+        self, state: SessionState, text: str, notes: list[str], keep_last: bool, t0: float, parse_ms: float
+    ) -> ChatTurn:
+        recs, relaxed, clarification = None, [], None
+        if state.pending is not None:
+            clarification = state.pending.options
+            options = "; ".join(f"{n}. {o.label()}" for n, o in enumerate(clarification, 1))
+            reply = f"Which {state.pending.phrase!r} do you mean? {options}. Answer with a number, a year or the title."
+        else:
+            recs, relaxed, shortfall = self._recommend(state, keep_last)
+            state.last = recs.item_ids()
+            state.recommended = list(dict.fromkeys([*state.recommended, *state.last]))
+            reply = self._reply(state, recs, relaxed, shortfall)
+        reply = " ".join([*notes, reply])
+        timings = {"parse_ms": parse_ms}
+        if recs is not None:
+            timings["recommend_ms"] = recs.timings.get("total", 0.0)
+        timings["total_ms"] = (time.perf_counter() - t0) * 1000
+        turn = ChatTurn(
+            session_id=state.id,
+            turn=len(state.turns) + 1,
+            user_text=text,
+            reply=reply,
+            recommendations=recs,
+            clarification=clarification,
+            constraints=state.constraints.model_copy(),
+            relaxed=relaxed,
+            timings=timings,
+        )
+        state.turns.append(turn)
+        self.store.save(state)
+        self._state = state
+        return turn
+
+    def _recommend(self, state: SessionState, keep_last: bool) -> tuple[Recommendations, list[str], bool]:
+        """Recommend under the constraints; fewer items when fewer match, relaxed constraints when none do."""
+        c = state.constraints
+        hist = self._history(state)
+        exclude = set(state.disliked) | set(state.recommended)
+        if keep_last:  # a critique of the last answer: its other items may stay
+            exclude -= set(state.last) - set(state.disliked)
+        relaxed: list[str] = []
+        applied = c.model_copy(deep=True)
+        n = self._available(hist, applied, exclude)
+        if n < c.k and exclude - set(state.disliked):
+            exclude = set(state.disliked)  # earlier suggestions may come back before constraints are dropped
+            n = self._available(hist, applied, exclude)
+        for what, fields in (
+            ("the year range", {"year_min": None, "year_max": None}),
+            ("the required genres", {"genres": []}),
+            ("the excluded genres", {"excluded_genres": []}),
+        ):
+            if n > 0:
+                break
+            if any(getattr(applied, f) not in (None, []) for f in fields):
+                applied = applied.model_copy(update=fields)
+                relaxed.append(what)
+                n = self._available(hist, applied, exclude)
+        if n == 0:
+            raise DataError(
+                f"no unseen {self.agent.config.prompt.domain} is left for session {state.id!r} "
+                f"({len(exclude)} excluded); start a new session"
+            )
+        recs = self.agent.recommend(
+            user_id=state.user_id,
+            history=hist,
+            query=self._query(applied, hist),
+            k=min(c.k, n),
+            exclude=sorted(exclude),
+            where=constraints_where(applied),
+        )
+        return recs, relaxed, n < c.k
+
+    def _available(self, hist: list[str], c: ChatConstraints, exclude: set[str]) -> int:
+        """How many of the k wanted items the filter leaves (one Chroma query, no model call)."""
+        cands = self.agent.candidate_source.candidates(
+            hist, c.k, query=self._query(c, hist), where=constraints_where(c), exclude=frozenset(exclude)
+        )
+        return len(cands)
+
+    def _query(self, c: ChatConstraints, hist: list[str]) -> str | None:
+        # A new user has only words: describe the constraints when they gave no free text (cold start).
+        if c.query:
+            return c.query
+        return None if hist else describe_constraints(c, self.agent.config.prompt.domain)
+
+    def _history(self, state: SessionState) -> list[str]:
+        base = self.agent.dataset.history(state.user_id) if state.user_id else []
+        liked = [i for i in state.liked if i in self.agent.items]
+        return [i for i in base if i not in set(liked)] + liked  # liked in this chat = the newest history
+
+    def _reply(self, state: SessionState, recs: Recommendations, relaxed: list[str], shortfall: bool) -> str:
+        domain = self.agent.config.prompt.domain
+        what = describe_constraints(state.constraints, domain, plural=len(recs.items) != 1)
+        titles = [f"{r.title} ({r.year})" if r.year else r.title for r in recs.items[:_SHOWN_TITLES]]
+        rest = len(recs.items) - len(titles)
+        listed = ", ".join(titles) + (f" and {rest} more" if rest else "")
+        parts = []
+        if relaxed:
+            parts.append(f"Nothing unseen matched {what}, so I dropped {' and '.join(relaxed)}.")
+            what = describe_constraints(ChatConstraints(), domain, plural=len(recs.items) != 1)
+        elif shortfall:
+            parts.append(f"Only {len(recs.items)} unseen {what} {'matches' if len(recs.items) == 1 else 'match'}.")
+        parts.append(f"Here {'is' if len(recs.items) == 1 else 'are'} {len(recs.items)} {what}: {listed}.")
+        return " ".join(parts)
+
+    def _last_titles(self, state: SessionState) -> list[str]:
+        return [self.agent.items[i].title for i in state.last if i in self.agent.items]
+
+    def _search(self, text: str, n: int) -> list[str]:
+        store = getattr(self.agent.candidate_source, "store", None)
+        return [h.item_id for h in store.query(text=text, n=n)] if store is not None else []
+
+
+def open_session(
+    agent: RecommenderAgent,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    store: SessionStore | None = None,
+) -> ChatSession:
+    """Continue session `session_id`, or start one (for dataset user `user_id`, or a new user).
+
+    Raises:
+        UnknownSessionError: no such session in the store. UnknownUserError: `user_id` is not in the
+        dataset. ConfigError: the session belongs to another user.
+    """
+    if store is None:
+        from reasonrec import paths
+
+        store = SessionStore(paths.home() / "sessions.sqlite3")
+    if session_id is not None:
+        state = store.load(str(session_id))
+        if user_id is not None and str(user_id) != state.user_id:
+            raise ConfigError(
+                f"session {session_id!r} belongs to user {state.user_id!r}, not `user_id` {str(user_id)!r}; "
+                "omit user_id to continue it"
+            )
+        return ChatSession(agent, state, store)
+    if user_id is not None:
+        agent.dataset.history(str(user_id))  # raises UnknownUserError with the fix
+    return ChatSession(agent, store.create(user_id=None if user_id is None else str(user_id)), store)
+
+
+_CATALOGUES: dict[int, tuple[Any, TitleIndex, list[str], list[int]]] = {}
+
+
+def _catalogue(agent: RecommenderAgent) -> tuple[TitleIndex, list[str], list[int]]:
+    """Title index, genre names and years of the agent's catalogue, built once per dataset object."""
+    ds = agent.dataset
+    cached = _CATALOGUES.get(id(ds))
+    if cached is None or cached[0] is not ds:
+        items = ds.items
+        genres = sorted({g for it in items.values() for g in it.genres})
+        years = sorted(it.year for it in items.values() if it.year is not None) or [0]
+        if len(_CATALOGUES) > 8:
+            _CATALOGUES.clear()
+        cached = _CATALOGUES[id(ds)] = (ds, TitleIndex.from_items(items), genres, years)
+    return cached[1], cached[2], cached[3]
