@@ -185,6 +185,26 @@ class RecommenderAgent:
             reqs.append((req, req_ms))
         return self._run([r for r, _ in reqs], [ms for _, ms in reqs], progress)
 
+    def chat_session(
+        self, session_id: str | None = None, user_id: str | None = None, store: Any = None
+    ) -> Any:
+        """Start (or, with `session_id`, continue) a conversation: `.send(text) -> ChatTurn`.
+
+        Args:
+            session_id: continue this stored session; None starts a new one.
+            user_id: a dataset user whose history seeds a new session; None = a new user (cold start).
+            store: a `SessionStore`; default `reasonrec.paths.home()/sessions.sqlite3`.
+
+        Returns:
+            ChatSession (see `reasonrec.agent.chat`).
+
+        Raises:
+            UnknownSessionError: unknown `session_id`. UnknownUserError: unknown `user_id`.
+        """
+        from reasonrec.agent.chat import open_session
+
+        return open_session(self, session_id=session_id, user_id=user_id, store=store)
+
     def rank(
         self, history: Sequence[str], candidates: Sequence[str], k: int, query: str | None = None
     ) -> Recommendations:
