@@ -277,11 +277,7 @@ def create_app(agent: RecommenderAgent, store: Any = None, max_queue: int = 8) -
 
 def _add_session_routes(app: FastAPI, agent: RecommenderAgent, gate: ModelGate, store: Any) -> None:
     """Chat sessions: create, read, send a message, thumbs up/down. Every turn is persisted first."""
-    try:
-        from reasonrec.agent.chat import ChatTurn
-    except ImportError:  # TEMP until agent/chat.py lands
-        return
-    from reasonrec.agent.sessions import SessionState, SessionStore
+    from reasonrec.agent.sessions import ChatTurn, SessionState, SessionStore
 
     if store is None:
         from reasonrec import paths
@@ -290,15 +286,16 @@ def _add_session_routes(app: FastAPI, agent: RecommenderAgent, gate: ModelGate, 
     app.state.store = store
 
     @app.post("/v1/sessions", response_model=SessionState, status_code=201, tags=["chat"])
-    async def create_session(body: SessionCreate | None = None) -> SessionState:
+    def create_session(body: SessionCreate | None = None) -> SessionState:
         """Start a chat session; keep its `id` for the next calls."""
-        user_id = body.user_id if body else None
-        return await gate.run(lambda: agent.chat_session(user_id=user_id, store=store).state)
+        # Plain `def` routes run on FastAPI's thread pool: no model work, so no place in the model queue
+        # (a page reload must not be refused because the model is busy).
+        return agent.chat_session(user_id=body.user_id if body else None, store=store).state
 
     @app.get("/v1/sessions/{session_id}", response_model=SessionState, tags=["chat"])
-    async def get_session(session_id: str) -> SessionState:
+    def get_session(session_id: str) -> SessionState:
         """A session's state: liked/disliked items, constraints and every turn so far."""
-        return await gate.run(store.load, session_id)
+        return store.load(session_id)
 
     @app.post("/v1/sessions/{session_id}/messages", response_model=ChatTurn, tags=["chat"])
     async def send_message(session_id: str, body: MessageIn) -> ChatTurn:

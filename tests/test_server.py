@@ -29,12 +29,9 @@ def scoring_agent(ml100k, lm, indexed_store, retrieval_config):
 
 @pytest.fixture(scope="module")
 def client(scoring_agent, tmp_path_factory):
-    try:  # TEMP
-        from reasonrec.agent.sessions import SessionStore
+    from reasonrec.agent.sessions import SessionStore
 
-        store = SessionStore(tmp_path_factory.mktemp("sessions") / "sessions.sqlite3")
-    except ImportError:
-        store = None
+    store = SessionStore(tmp_path_factory.mktemp("sessions") / "sessions.sqlite3")
     with BackgroundServer(create_app(scoring_agent, store=store, max_queue=8)) as srv:
         assert srv.url.startswith("http://127.0.0.1:")
         with httpx.Client(base_url=srv.url, timeout=120) as c:

@@ -67,11 +67,13 @@ def test_chat_thumbs_down_replaces_the_item(browser, server, tmp_path):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server.url + "/")
 
+    page.fill("#user-id", "196")  # a known ML-100K user: their history seeds the session
     page.fill("#text", "a funny comedy from the 90s")
     page.press("#text", "Enter")
     bots = page.locator("#messages .msg.bot")
     bots.first.locator(".card").nth(K - 1).wait_for(timeout=120_000)
     first = card_ids(bots.first)
+    assert "user 196" in page.inner_text("#session-info")
     assert len(first) == K == len(set(first)) and all(first)
     card = bots.first.locator(f'.card[data-item-id="{first[0]}"]')
     assert card.locator(".title").inner_text() and card.locator(".reason").inner_text()
