@@ -1,0 +1,167 @@
+"""`TrainConfig`: one object for a LoRA / QLoRA fine-tuning run (`reasonrec train --config train.yaml`).
+
+Like peft's `LoraConfig`, every field has a default, help text and a check that says how to fix a bad
+value; unknown keys are errors. The LoRA hyper-parameters are passed to peft's own `LoraConfig`
+unchanged. The agent's own configuration (model, prompt, retrieval) comes from `agent_config`, so the
+adapter is trained on exactly the template, labels and candidate generator it will be served with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reasonrec.errors import ConfigError
+
+
+class TrainConfig(BaseModel):
+    """A fine-tuning run. Defaults: a CPU-sized run on ML-100K with SmolLM2 (see README for scale)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    output_dir: Path = Field(Path("runs/lora"), description="Checkpoints, the best adapter and train_log.jsonl.")
+    agent_config: Path | None = Field(
+        None, description="YAML/JSON AgentConfig: model, prompt and retrieval used for data and validation."
+    )
+    model: str | None = Field(None, description="Overrides agent_config's model.name_or_path (HF id, folder, .gguf).")
+    # --- data -------------------------------------------------------------------------------------
+    train_users: int | None = Field(None, description="Seeded subset of users for training data (None = all).")
+    positions_per_user: int = Field(
+        2, description="Training targets per user: the newest train items (never validation/test items)."
+    )
+    n_candidates: int = Field(20, description="Candidates per prompt (the target + negatives), as served.")
+    retrieved_share: float = Field(
+        0.5,
+        description="Share of negatives taken from the candidate generator's top-N (the rest random unseen "
+        "items), so the model sees both serving-time (retrieved) and cand20-style (random) lists.",
+    )
+    k: int = Field(10, description="Lines in the generative target: the true item first, then co-liked picks.")
+    reason_share: float = Field(
+        0.25, description="Extra examples on the reason prompt (hybrid mode's second step), as a share of rank ones."
+    )
+    # --- loss -------------------------------------------------------------------------------------
+    rank_loss_weight: float = Field(
+        1.0, description="Weight of the label loss: cross-entropy over the candidates' label tokens after '['."
+    )
+    lm_loss_weight: float = Field(
+        0.5, description="Weight of the token loss on the whole answer (the ranked list with reasons)."
+    )
+    # --- LoRA -------------------------------------------------------------------------------------
+    lora_r: int = Field(16, description="LoRA rank.")
+    lora_alpha: int = Field(32, description="LoRA scaling numerator (alpha / r scales the update).")
+    lora_dropout: float = Field(0.05, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get adapters (Llama/Qwen/SmolLM naming).",
+    )
+    qlora: Literal["auto", "on", "off"] = Field(
+        "auto", description="4-bit nf4 base weights (bitsandbytes, double quant, bf16 compute): auto = on with CUDA."
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Base weights: auto = bf16 on CUDA or a CPU with bf16 units, else fp32. LoRA stays fp32."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (long prompts, big models).")
+    # --- optimisation -----------------------------------------------------------------------------
+    max_steps: int = Field(300, description="Optimizer steps.")
+    batch_size: int = Field(4, description="Examples per forward pass.")
+    grad_accum: int = Field(2, description="Forward passes per optimizer step.")
+    lr: float = Field(3e-4, description="AdamW learning rate (linear warm-up, then cosine decay).")
+    warmup_steps: int = Field(10, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.0, description="AdamW weight decay on the LoRA weights.")
+    max_grad_norm: float = Field(1.0, description="Gradient clipping.")
+    seed: int = Field(0, description="Seeds the data (users, negatives, shuffles) and the training order.")
+    # --- checkpoints and validation --------------------------------------------------------------
+    save_every: int = Field(50, description="Checkpoint (adapter + optimizer + position) every N steps.")
+    keep_checkpoints: int = Field(2, description="Newest checkpoints kept (the best adapter is kept apart).")
+    eval_every: int = Field(50, description="Validation NDCG@10 every N steps (and at the end).")
+    val_users: int = Field(64, description="Users whose validation item is ranked among 20 (cand20 style).")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:0, ...")
+    num_threads: int | None = Field(None, description="torch CPU threads; None keeps torch's default.")
+
+    @field_validator(
+        "positions_per_user", "n_candidates", "k", "lora_r", "lora_alpha", "max_steps", "batch_size",
+        "grad_accum", "save_every", "keep_checkpoints", "eval_every", "val_users",
+    )  # fmt: skip
+    @classmethod
+    def _positive(cls, v: int, info: Any) -> int:
+        if v < 1:
+            raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
+        return v
+
+    @field_validator("retrieved_share", "lora_dropout")
+    @classmethod
+    def _unit(cls, v: float, info: Any) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"`{info.field_name}` must be between 0 and 1, got {v}")
+        return v
+
+    @field_validator("reason_share", "rank_loss_weight", "lm_loss_weight", "weight_decay", "warmup_steps")
+    @classmethod
+    def _non_negative(cls, v: float, info: Any) -> float:
+        if v < 0:
+            raise ValueError(f"`{info.field_name}` must be >= 0, got {v}")
+        return v
+
+    @field_validator("lr", "max_grad_norm")
+    @classmethod
+    def _strictly_positive(cls, v: float, info: Any) -> float:
+        if v <= 0:
+            raise ValueError(f"`{info.field_name}` must be > 0, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.k > self.n_candidates:
+            raise ValueError(f"`k` must be <= n_candidates ({self.n_candidates}), got {self.k}")
+        if self.rank_loss_weight == 0 and self.lm_loss_weight == 0:
+            raise ValueError("`rank_loss_weight` and `lm_loss_weight` are both 0: nothing would be learned")
+        return self
+
+    @classmethod
+    def build(cls, **data: Any) -> TrainConfig:
+        """Construct with validation errors turned into one readable ConfigError."""
+        from reasonrec.agent.config import format_validation_error
+
+        try:
+            return cls(**data)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e)) from e
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read YAML or JSON; flags given as `overrides` win.
+
+        Raises:
+            ConfigError: missing file, bad syntax, unknown key or bad value.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"train config {str(p)!r} does not exist")
+        try:
+            if p.suffix in {".yaml", ".yml"}:
+                import yaml
+
+                data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            else:
+                data = json.loads(p.read_text(encoding="utf-8"))
+        except Exception as e:  # yaml and json raise different types; both are a user mistake
+            raise ConfigError(f"cannot parse train config {str(p)!r}: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"train config {str(p)!r} must be a mapping at the top level")
+        return cls.build(**{**data, **overrides})
+
+    def lora_config(self) -> Any:
+        """peft's own LoraConfig, built from this config's fields."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=list(self.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )

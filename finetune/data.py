@@ -1,0 +1,231 @@
+"""Training examples from interactions, rendered with the serving template and labels.
+
+For each user and each of its newest `positions_per_user` *train* items (never the validation or test
+item: those are what we measure), one rank example: the history before that item, candidates = the
+item + negatives from the candidate generator's top-N mixed with random unseen items (LlamaRec trained
+on random negatives but served retriever candidates; we mix both so neither protocol is a surprise),
+shuffled so the target's label is uniform over positions. The prompt is exactly what
+`GenerativeRanker.prompt_text` builds at serving time (chat template, single-token labels, the "["
+prefill). The answer is a ranked list of k lines: the true item first, then the candidates with the
+most co-occurrence with the history (item-kNN over train interactions), each with a grounded reason
+built from facts (shared genres with a named history title, or "people who watched X also watched
+it"). A share of extra examples trains the reason prompt that hybrid mode uses for its second step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from reasonrec.agent.reasons import grounded_reason
+from reasonrec.finetune.config import TrainConfig
+from reasonrec.finetune.split import Split, user_seed
+from reasonrec.retrieval.types import Item, natural_key
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """One supervised example: the prompt as served, and the answer the loss is computed on."""
+
+    kind: Literal["rank", "reason"]
+    user: str
+    prompt: str  # chat-templated, ends with the answer prefix ("[" for rank prompts)
+    answer: str  # what the model should write next; only these tokens carry loss
+    label_ids: tuple[int, ...] = ()  # rank: the candidates' label token ids, in prompt order
+    target: int = -1  # rank: index into label_ids of the true next item
+
+
+@dataclass(frozen=True)
+class ValList:
+    """A validation list: the user's validation item among 19 random unseen items (cand20 style)."""
+
+    user: str
+    history: tuple[str, ...]
+    candidates: tuple[str, ...]
+    target: str
+
+
+def co_liked_reason(item: Item, history: Sequence[Item], knn: Any) -> str:
+    """'People who watched <history title> also watched it.' for the history item most co-watched.
+
+    Falls back to the genre/year reason when no history item co-occurs with `item`.
+    """
+    idx = knn.index
+    recent = [h for h in list(history)[-knn.window :] if h.id in idx]
+    if item.id in idx and recent:
+        sims = knn.sim[[idx[h.id] for h in recent], idx[item.id]]
+        best = int(np.argmax(sims))
+        if sims[best] > 0:
+            return f"People who watched {recent[best].title} also watched it."
+    return grounded_reason(item, history)
+
+
+def build_examples(
+    agent: Any, split: Split, cfg: TrainConfig, knn: Any, prompter: Any, progress: Progress | None = None
+) -> list[TrainExample]:
+    """Every training example of the run, deterministic for a given config and dataset.
+
+    Args:
+        agent: RecommenderAgent (items, candidate generator, prompt config, tokenizer via `prompter`).
+        split: leave-one-out split; only `train` items become targets.
+        cfg: the run's TrainConfig.
+        knn: finetune.baselines.ItemKNNRanker over the split's train side (orders picks 2..k).
+        prompter: agent.ranker.GenerativeRanker whose `prompt_text` renders served rank prompts.
+        progress: called as progress(done_users, total_users).
+
+    Returns:
+        Rank examples for each (user, position), plus about `reason_share` as many reason examples.
+    """
+    from reasonrec.agent.labels import label_token_ids
+    from reasonrec.agent.ranker import RankRequest
+    from reasonrec.prompts.loader import render_reason_messages
+
+    items = agent.items
+    catalogue = sorted(items, key=natural_key)
+    tok = prompter.lm.tokenizer
+    labels, label_tok = label_token_ids(tok, cfg.n_candidates)
+    token_of = dict(zip(labels, label_tok, strict=True))
+    users = _select(split.user_ids(), cfg.train_users, cfg.seed)
+    out: list[TrainExample] = []
+    for n, user in enumerate(users):
+        rng = np.random.default_rng(user_seed(cfg.seed, f"train:{user}"))
+        train = split.get(user).train
+        seen = split.seen(user)
+        for j in range(max(1, len(train) - cfg.positions_per_user), len(train)):
+            hist_ids, target = list(train[:j]), train[j]
+            cands = _candidates(agent, hist_ids, target, seen, catalogue, cfg, rng)
+            history = [items[i] for i in hist_ids]
+            req = RankRequest(history=history, candidates=[items[c] for c in cands], k=cfg.k)
+            prompt, label_map = prompter.prompt_text(req)
+            by_item = {iid: lab for lab, iid in label_map.items()}
+            picks = [target, *[c for c in knn.rank(user, hist_ids, cands, cfg.k) if c != target]][: cfg.k]
+            lines = []
+            for rank, iid in enumerate(picks):
+                it = items[iid]
+                why = grounded_reason(it, history) if rank == 0 else co_liked_reason(it, history, knn)
+                lines.append(f"{by_item[iid]}] {why}")
+            answer = "\n[".join(lines) + "\n"
+            ids = tuple(token_of[by_item[c]] for c in cands)
+            out.append(TrainExample("rank", user, prompt, answer, ids, cands.index(target)))
+            if rng.random() < cfg.reason_share:
+                item = items[picks[int(rng.integers(len(picks)))]]
+                messages = render_reason_messages(history, item, None, prompter.config.prompt)
+                text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                why = grounded_reason(item, history) if item.id == target else co_liked_reason(item, history, knn)
+                out.append(TrainExample("reason", user, text, why + "\n"))
+        if progress:
+            progress(n + 1, len(users))
+    return out
+
+
+def _select(user_ids: list[str], n: int | None, seed: int) -> list[str]:
+    order = [user_ids[i] for i in np.random.default_rng(seed).permutation(len(user_ids))]
+    return sorted(order if n is None else order[:n], key=natural_key)
+
+
+def _candidates(
+    agent: Any, hist: list[str], target: str, seen: frozenset[str], catalogue: list[str], cfg: TrainConfig, rng: Any
+) -> list[str]:
+    """The target + retrieved negatives + random unseen negatives, shuffled (uniform target position)."""
+    n_neg = cfg.n_candidates - 1
+    n_ret = int(round(n_neg * cfg.retrieved_share))
+    negs: list[str] = []
+    if n_ret and hist:
+        retrieved = agent.candidate_source.candidates(hist, n_ret + 1, exclude=frozenset(seen))
+        negs = [c.item_id for c in retrieved if c.item_id != target][:n_ret]
+    taken = set(negs) | seen
+    pool = [i for i in catalogue if i not in taken]
+    picks = rng.choice(len(pool), size=n_neg - len(negs), replace=False)
+    cands = [target, *negs, *(pool[int(i)] for i in picks)]
+    return [cands[int(i)] for i in rng.permutation(len(cands))]
+
+
+def validation_lists(split: Split, users: Sequence[str], catalogue: Sequence[str], seed: int, n: int = 20) -> list:
+    """cand20-style lists on the *validation* item (the test item stays unseen until evaluation)."""
+    out = []
+    for user in users:
+        seen = split.seen(user)
+        pool = [i for i in catalogue if i not in seen]
+        rng = np.random.default_rng(user_seed(seed, f"val:{user}"))
+        target = split.get(user).valid
+        cands = [target, *(pool[int(i)] for i in rng.choice(len(pool), size=n - 1, replace=False))]
+        cands = [cands[int(i)] for i in rng.permutation(n)]
+        out.append(ValList(user, tuple(split.eval_history(user, "valid")), tuple(cands), target))
+    return out
+
+
+def data_hash(examples: Sequence[TrainExample]) -> str:
+    """sha256 over every example: saved with the adapter, and checked when a run resumes."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps(asdict(ex), sort_keys=True).encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Encoded:
+    """Token ids of one example; the answer is the tail, and `n_answer` of its tokens carry loss."""
+
+    ids: list[int]
+    n_answer: int
+    label_ids: tuple[int, ...]
+    target: int
+
+
+def encode(examples: Sequence[TrainExample], tokenizer: Any) -> list[Encoded]:
+    """Tokenise prompt and answer separately, exactly as serving tokenises the prompt.
+
+    Why separately: at serving time the prompt (ending in "[") is tokenised on its own and the model
+    continues from there; joint tokenisation could merge "[" with the label into one token.
+    """
+    eos = tokenizer.eos_token_id
+    out = []
+    for ex in examples:
+        p = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
+        if ex.kind == "rank":  # the first answer token must be the label token that scoring reads
+            rest = ex.answer[ex.answer.index("]") :]
+            a = [ex.label_ids[ex.target], *tokenizer(rest, add_special_tokens=False)["input_ids"], eos]
+        else:
+            a = tokenizer(ex.answer, add_special_tokens=False)["input_ids"] + [eos]
+        out.append(Encoded(p + a, len(a), ex.label_ids, ex.target))
+    return out
+
+
+def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
+    """Left-pad a batch so every answer ends at the last position (one `logits_to_keep` for all rows).
+
+    Returns:
+        input_ids, attention_mask, position_ids (following the padding, as in batched serving),
+        answer_mask (1 on answer tokens), n_keep, and for rank rows label_ids/target/label_pos.
+    """
+    import torch
+
+    width = max(len(e.ids) for e in batch)
+    n_keep = max(e.n_answer for e in batch) + 1
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    answer = torch.zeros((len(batch), n_keep - 1), dtype=torch.bool)
+    for r, e in enumerate(batch):
+        ids[r, width - len(e.ids) :] = torch.tensor(e.ids)
+        mask[r, width - len(e.ids) :] = 1
+        answer[r, n_keep - 1 - e.n_answer :] = True
+    rank_rows = [r for r, e in enumerate(batch) if e.label_ids]
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+        "answer_mask": answer,
+        "n_keep": n_keep,
+        "rank_rows": torch.tensor(rank_rows, dtype=torch.long),
+        "label_ids": torch.tensor([batch[r].label_ids for r in rank_rows] or [[]], dtype=torch.long),
+        "target": torch.tensor([batch[r].target for r in rank_rows], dtype=torch.long),
+        # kept-logit index that predicts the first answer token (the label) of each rank row
+        "label_pos": torch.tensor([n_keep - 1 - batch[r].n_answer for r in rank_rows], dtype=torch.long),
+    }
