@@ -49,10 +49,18 @@ class RankerConfig(_Section):
     """How candidates are ranked and explained."""
 
     mode: Literal["generative", "scoring", "hybrid"] = Field(
-        "generative",
-        description="generative: the model writes the ranked list and the reasons. scoring: one forward "
-        "pass, candidates ordered by their label-token probability after '[' (template reasons). "
-        "hybrid: scoring order, then the model writes one sentence per pick.",
+        "hybrid",
+        description="hybrid (default): scoring order, then the model writes one sentence per pick. "
+        "generative: the model writes the ranked list and the reasons. scoring: one forward pass, "
+        "candidates ordered by their label-token probability after '[' (template reasons).",
+    )
+    constrained: bool = Field(
+        True,
+        description="Generative mode: mask decoding so the answer is always k distinct candidate labels "
+        "with bounded reasons; rows still left short are completed in scoring order, then retriever order.",
+    )
+    generate_timeout_s: float = Field(
+        0.0, description="Generative mode: stop generating after this many seconds per batch (0 = no limit)."
     )
     permutations: int = Field(
         1,
@@ -60,7 +68,9 @@ class RankerConfig(_Section):
         "order only; each extra order costs one more prompt in the same forward pass).",
     )
     reason_max_new_tokens: int = Field(
-        0, description="Hybrid: tokens per generated reason; 0 = derived (2 x prompt.max_reason_words)."
+        0,
+        description="Hybrid and constrained generative: tokens per generated reason; 0 = derived "
+        "(2 x prompt.max_reason_words).",
     )
     k: int = Field(10, description="Default number of recommendations.")
     max_new_tokens: int = Field(
@@ -83,11 +93,11 @@ class RankerConfig(_Section):
             raise ValueError(f"`{info.field_name}` must be >= 0 (0 = derived), got {v}")
         return v
 
-    @field_validator("temperature")
+    @field_validator("temperature", "generate_timeout_s")
     @classmethod
-    def _temp(cls, v: float) -> float:
+    def _temp(cls, v: float, info: Any) -> float:
         if v < 0:
-            raise ValueError(f"`temperature` must be >= 0, got {v}")
+            raise ValueError(f"`{info.field_name}` must be >= 0, got {v}")
         return v
 
 

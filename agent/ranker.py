@@ -2,24 +2,31 @@
 
 Generative mode: render the ranking prompt, let the model write `[label] reason` lines (the assistant
 turn is prefilled with "[" so the first token is already a label), then the parser validates the
-output and fills any gap from retriever order. Every request is padded into one batched `generate`.
+output. Decoding is constrained by default (agent/constrained.py), so the lines always parse; a row
+that still comes back short is completed in scoring order, and only then in retriever order. Every
+request is padded into one batched `generate`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from reasonrec.agent.config import AgentConfig
+from reasonrec.agent.constrained import RankLogitsProcessor, rank_grammar
 from reasonrec.agent.labels import label_token_ids
 from reasonrec.agent.model import LoadedModel
-from reasonrec.agent.parser import ParsedRanking, parse_ranking
+from reasonrec.agent.parser import ParsedEntry, ParsedRanking, parse_ranking
 from reasonrec.agent.reasons import grounded_reason, is_grounded, usable_reason
 from reasonrec.agent.schemas import Recommendation, Recommendations
+from reasonrec.errors import ReasonRecError
 from reasonrec.prompts.loader import ANSWER_PREFIX, TEMPLATE_VERSION, render_rank_messages
 from reasonrec.retrieval.types import Item
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,7 +64,14 @@ class BatchedRanker:
 
 
 class GenerativeRanker(BatchedRanker):
-    """The model writes the ranked list and the reasons; the parser keeps it inside the candidates."""
+    """The model writes the ranked list and the reasons; the parser keeps it inside the candidates.
+
+    With `ranker.constrained` (the default) decoding is masked by `RankLogitsProcessor`, so every row
+    writes exactly k distinct candidate labels with bounded reasons. The fallback chain covers what is
+    left: a row that still comes back short (generation raised, hit `ranker.generate_timeout_s` or
+    `ranker.max_new_tokens`) is completed from `rescue` (scoring order, set by `make_ranker`), and
+    only where that fails too from retriever order. Each item's `source` says which path chose it.
+    """
 
     mode = "generative"
 
@@ -65,6 +79,10 @@ class GenerativeRanker(BatchedRanker):
         self.lm = lm
         self.config = config
         self._newline_ids = _newline_token_ids(lm.tokenizer)
+        self.constrained = config.ranker.constrained
+        self._grammar = rank_grammar(lm.tokenizer) if self.constrained else None
+        # requests -> item ids in scoring order, one list per request (see make_ranker)
+        self.rescue: Callable[[list[RankRequest]], list[list[str]]] | None = None
 
     def prompt_text(self, req: RankRequest) -> tuple[str, dict[str, str]]:
         """Chat-templated prompt (ending in the "[" prefill) and the label -> item id map."""
@@ -74,46 +92,136 @@ class GenerativeRanker(BatchedRanker):
         text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text + ANSWER_PREFIX, {label: item.id for label, item in pairs}
 
-    def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
-        import torch
+    def prefix_text(self) -> str:
+        """The chat-templated text before the user message's content: the same for every request.
 
+        Scoring mode caches the keys/values of these tokens once (agent/prefix.py).
+        """
+        sentinel = "@@reasonrec-user-content@@"
+        messages = render_rank_messages(None, [("A", "x")], 1, "x", self.config.prompt)
+        messages[-1]["content"] = sentinel
+        text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return text[: text.index(sentinel)] if sentinel in text else ""
+
+    def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
         t0 = time.perf_counter()
         prompts, label_maps = zip(*(self.prompt_text(r) for r in reqs), strict=True)
-        tok = self.lm.tokenizer
-        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
-        k_max = max(r.k for r in reqs)
-        max_new = self.config.ranker.max_new_tokens or k_max * (self.config.prompt.max_reason_words * 2 + 8)
-        gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new, "pad_token_id": tok.pad_token_id}
-        if self.config.ranker.temperature > 0:
-            gen_kwargs.update(do_sample=True, temperature=self.config.ranker.temperature)
-        else:
-            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        stop = _LinesStop(self._newline_ids, enc["input_ids"].shape[1], [r.k for r in reqs])
         t1 = time.perf_counter()
-        with torch.inference_mode():
-            seqs = self.lm.model.generate(**enc, stopping_criteria=[stop], **gen_kwargs)
+        try:
+            texts, n_gen = self._generate(list(prompts), reqs)
+        except ReasonRecError:
+            raise
+        except Exception as e:  # model/runtime trouble is not the caller's: the fallback chain takes over
+            log.warning("generation failed for a batch of %d (%s: %s); falling back", len(reqs), type(e).__name__, e)
+            texts, n_gen = [""] * len(reqs), 0
         t2 = time.perf_counter()
-        new_tokens = seqs[:, enc["input_ids"].shape[1] :]
-        texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
-        n_gen = int((new_tokens != tok.pad_token_id).sum())
-        per_user_ms = (time.perf_counter() - t0) * 1000 / len(reqs)
-        results = []
+        parsed = []
         for req, labels, text in zip(reqs, label_maps, texts, strict=True):
-            raw = ANSWER_PREFIX + text
             titles = {lab: it.title for lab, it in zip(labels, req.candidates, strict=True)}
-            parsed = parse_ranking(raw, labels, req.k, titles=titles, max_reason_chars=self._reason_chars())
+            p = parse_ranking(ANSWER_PREFIX + text, labels, req.k, titles=titles, max_reason_chars=self._reason_chars())
+            parsed.append(self._structural(p, req) if self.constrained else p)
+        short = [i for i, (p, r) in enumerate(zip(parsed, reqs, strict=True)) if p.n_model < r.k]
+        orders = self._rescue_orders([reqs[i] for i in short]) if self.constrained and short else []
+        t3 = time.perf_counter()
+        results = []
+        for i, (req, p, text, labels) in enumerate(zip(reqs, parsed, texts, label_maps, strict=True)):
+            order = orders[short.index(i)] if orders and i in short else None
+            if order is not None:
+                p = _complete_from(p, order, labels, req.k)
             timings = {
                 "prompt_ms": (t1 - t0) * 1000 / len(reqs),
                 "generate_ms": (t2 - t1) * 1000 / len(reqs),
-                "total": per_user_ms,
+                "rescue_ms": (t3 - t2) * 1000 / len(reqs),
+                "total": (time.perf_counter() - t0) * 1000 / len(reqs),
                 "batch_size": float(len(reqs)),
                 "tokens_per_s": n_gen / max(t2 - t1, 1e-9),
             }
-            results.append(build_recommendations(req, parsed, raw, self.lm.model_id, self.mode, timings))
+            rec = build_recommendations(req, p, ANSWER_PREFIX + text, self.lm.model_id, self.mode, timings)
+            if order is not None:  # entries past the model's own picks came from scoring, not retriever order
+                for r in rec.items[p.n_model :]:
+                    r.source = "scoring"
+                rec.n_scoring, rec.n_fallback = rec.n_fallback, 0
+            results.append(rec)
         return results
+
+    def _generate(self, prompts: list[str], reqs: list[RankRequest]) -> tuple[list[str], int]:
+        """One left-padded `generate` over the batch: (continuations after the "[" prefill, tokens made)."""
+        import torch
+
+        tok = self.lm.tokenizer
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
+        prompt_len = enc["input_ids"].shape[1]
+        k_max = max(r.k for r in reqs)
+        rc = self.config.ranker
+        gen_kwargs: dict[str, Any] = {"pad_token_id": tok.pad_token_id}
+        if rc.temperature > 0:
+            gen_kwargs.update(do_sample=True, temperature=rc.temperature)
+        else:
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if rc.generate_timeout_s:
+            gen_kwargs["max_time"] = rc.generate_timeout_s
+        if self._grammar is not None:
+            from transformers import LogitsProcessorList
+
+            budget = reason_token_budget(self.config)
+            row_labels = [label_token_ids(tok, len(r.candidates))[1] for r in reqs]
+            proc = RankLogitsProcessor(self._grammar, row_labels, [r.k for r in reqs], prompt_len, budget)
+            gen_kwargs.update(
+                logits_processor=LogitsProcessorList([proc]),
+                eos_token_id=self._grammar.eos_id,
+                max_new_tokens=rc.max_new_tokens or RankLogitsProcessor.max_new_tokens(k_max, budget),
+            )
+        else:
+            stop = _LinesStop(self._newline_ids, prompt_len, [r.k for r in reqs])
+            gen_kwargs.update(
+                stopping_criteria=[stop],
+                max_new_tokens=rc.max_new_tokens or k_max * (self.config.prompt.max_reason_words * 2 + 8),
+            )
+        with torch.inference_mode():
+            seqs = self.lm.model.generate(**enc, **gen_kwargs)
+        new_tokens = seqs[:, prompt_len:]
+        n_gen = int((new_tokens != tok.pad_token_id).sum())
+        return tok.batch_decode(new_tokens, skip_special_tokens=True), n_gen
+
+    def _structural(self, parsed: ParsedRanking, req: RankRequest) -> ParsedRanking:
+        """Constrained output: valid = k distinct candidates. A reason that only echoes the listing is
+        dropped (build_recommendations then writes a template reason), as hybrid mode does."""
+        by_id = {it.id: it for it in req.candidates}
+        entries = [
+            e.model_copy(update={"reason": None}) if e.reason and not usable_reason(e.reason, by_id[e.item_id]) else e
+            for e in parsed.entries
+        ]
+        valid = parsed.n_model == req.k and not (parsed.n_extra or parsed.off_candidate or parsed.duplicates)
+        return parsed.model_copy(update={"entries": entries, "valid": valid})
+
+    def _rescue_orders(self, reqs: list[RankRequest]) -> list[list[str]]:
+        """Scoring order for rows the model left short; [] (retriever order stays) if scoring fails too."""
+        if self.rescue is None:
+            return []
+        try:
+            return self.rescue(reqs)
+        except ReasonRecError:
+            raise
+        except Exception as e:  # the last link of the chain: retriever order, never a crash
+            log.warning("scoring fallback failed (%s: %s); using retriever order", type(e).__name__, e)
+            return []
 
     def _reason_chars(self) -> int:
         return self.config.prompt.max_reason_words * 12
+
+
+def reason_token_budget(config: AgentConfig) -> int:
+    """Tokens one generated reason may take (hybrid and constrained generative mode)."""
+    return config.ranker.reason_max_new_tokens or config.prompt.max_reason_words * 2
+
+
+def _complete_from(parsed: ParsedRanking, order: list[str], label_map: dict[str, str], k: int) -> ParsedRanking:
+    """Keep the model's picks, then fill up to k in `order` (scoring order) instead of retriever order."""
+    model = parsed.entries[: parsed.n_model]
+    chosen = {e.item_id for e in model}
+    label_of = {item_id: label for label, item_id in label_map.items()}
+    rest = [ParsedEntry(label=label_of[i], item_id=i, source="fallback") for i in order if i not in chosen]
+    return parsed.model_copy(update={"entries": model + rest[: k - len(model)]})
 
 
 def build_recommendations(

@@ -18,6 +18,7 @@ A reason that is empty or only echoes the item's listing line is replaced by the
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import re
 import time
@@ -27,13 +28,22 @@ from typing import Any, Protocol
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.labels import label_token_ids
 from reasonrec.agent.model import LoadedModel
-from reasonrec.agent.parser import ParsedEntry, ParsedRanking
-from reasonrec.agent.ranker import BatchedRanker, GenerativeRanker, RankRequest, _LinesStop, build_recommendations
+from reasonrec.agent.parser import ParsedEntry, ParsedRanking, parse_ranking
+from reasonrec.agent.prefix import SharedPrefix
+from reasonrec.agent.ranker import (
+    BatchedRanker,
+    GenerativeRanker,
+    RankRequest,
+    _LinesStop,
+    build_recommendations,
+    reason_token_budget,
+)
 from reasonrec.agent.reasons import usable_reason
 from reasonrec.agent.schemas import Recommendations
-from reasonrec.errors import ConfigError
+from reasonrec.errors import ConfigError, ReasonRecError
 from reasonrec.prompts.loader import render_reason_messages
 
+log = logging.getLogger(__name__)
 _PERMUTATION_SEED = 0
 _HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale")  # config keys that change logits after the head
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
@@ -88,6 +98,7 @@ class ScoringRanker(BatchedRanker):
 
     mode = "scoring"
     fp32_head = True  # False: always use the model's own head (`logits_to_keep=1`); see _label_logits
+    prefix_cache = True  # False: no reuse of the shared prompt prefix's keys/values (agent/prefix.py)
 
     def __init__(self, lm: LoadedModel, config: AgentConfig):
         self.lm = lm
@@ -95,6 +106,9 @@ class ScoringRanker(BatchedRanker):
         # The rank prompt is defined once, by the generative ranker: reuse it so the two modes can
         # never drift apart (also gives us its newline-token set for the hybrid reason stop).
         self._prompter = GenerativeRanker(lm, config)
+        self._shared = SharedPrefix(lm.model, lm.tokenizer.pad_token_id)
+        self._prefix_ids: list[int] | None = None
+        self.last_prefix_len = 0  # prefix tokens the last forward pass took from the cache
 
     @property
     def permutations(self) -> int:
@@ -158,11 +172,11 @@ class ScoringRanker(BatchedRanker):
         import torch
 
         tok = self.lm.tokenizer
-        if tok.padding_side != "left":
-            raise ConfigError("scoring needs a left-padding tokenizer (load_model sets padding_side='left')")
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
-        # Positions as `generate` computes them, so padding never shifts a row's positions.
-        position_ids = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        rows = tok(prompts, add_special_tokens=False)["input_ids"]
+        if self._prefix_ids is None:
+            self._prefix_ids = tok(self._prompter.prefix_text(), add_special_tokens=False)["input_ids"]
+        prefix_ids = self._prefix_ids if self.prefix_cache else []
+        enc, self.last_prefix_len = self._shared.inputs(rows, prefix_ids)
         model = self.lm.model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PeftModel
         head = base.get_output_embeddings()
@@ -171,19 +185,35 @@ class ScoringRanker(BatchedRanker):
         fp32_head = self.fp32_head and type(head) is torch.nn.Linear and hasattr(base, "get_decoder")
         with torch.inference_mode():
             if fp32_head and not special:
-                out = base.get_decoder()(**enc, position_ids=position_ids, use_cache=False)
+                out = base.get_decoder()(**enc)
                 hidden = out.last_hidden_state[:, -1].float()
                 ids = torch.tensor(token_ids, device=hidden.device)
                 logits = hidden @ head.weight[ids].float().T
                 if head.bias is not None:
                     logits = logits + head.bias[ids].float()
                 return logits
-            out = model(**enc, position_ids=position_ids, logits_to_keep=1, use_cache=False)
+            out = model(**enc, logits_to_keep=1)
             return out.logits[:, -1, token_ids].float()
+
+    def order(self, requests: Sequence[RankRequest]) -> list[list[str]]:
+        """Every request's candidate ids, most probable first (ties keep retriever order)."""
+        scored, _ = self.score(requests)
+        return [
+            sorted((c.id for c in r.candidates), key=lambda i: -s.probs[i])
+            for r, s in zip(requests, scored, strict=True)
+        ]
 
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
         t0 = time.perf_counter()
-        scored, stage = self.score(reqs)
+        try:
+            scored, stage = self.score(reqs)
+        except ReasonRecError:
+            raise
+        except Exception as e:  # model/runtime trouble: retriever order, flagged, never a crash
+            log.warning(
+                "scoring failed for a batch of %d (%s: %s); using retriever order", len(reqs), type(e).__name__, e
+            )
+            return [self._retriever_order(req, t0, len(reqs)) for req in reqs]
         per_user_ms = (time.perf_counter() - t0) * 1000 / len(reqs)
         out = []
         for req, s in zip(reqs, scored, strict=True):
@@ -215,6 +245,13 @@ class ScoringRanker(BatchedRanker):
             out.append(rec)
         return out
 
+    def _retriever_order(self, req: RankRequest, t0: float, n: int) -> Recommendations:
+        """The last link of the fallback chain: the first k candidates as retrieved, template reasons."""
+        labels, _ = label_token_ids(self.lm.tokenizer, len(req.candidates))
+        parsed = parse_ranking("", {lab: c.id for lab, c in zip(labels, req.candidates, strict=True)}, req.k)
+        timings = {"total": (time.perf_counter() - t0) * 1000 / n, "batch_size": float(n)}
+        return build_recommendations(req, parsed, None, self.lm.model_id, self.mode, timings)
+
 
 class HybridRanker(ScoringRanker):
     """Order with scoring, then let the model explain each pick in one sentence."""
@@ -229,7 +266,13 @@ class HybridRanker(ScoringRanker):
         for u, (req, rec) in enumerate(zip(reqs, recs, strict=True)):
             by_id = {c.id: c for c in req.candidates}
             jobs.extend((u, req, by_id[r.item_id], r) for r in rec.items)
-        texts = self._generate_reasons([(req, item) for _, req, item, _ in jobs])
+        try:
+            texts = self._generate_reasons([(req, item) for _, req, item, _ in jobs])
+        except ReasonRecError:
+            raise
+        except Exception as e:  # keep the template reasons build_recommendations wrote; never a crash
+            log.warning("reason generation failed (%s: %s); keeping template reasons", type(e).__name__, e)
+            texts = [""] * len(jobs)
         t2 = time.perf_counter()
         raw: list[list[str]] = [[] for _ in reqs]
         for (u, _, item, r), text in zip(jobs, texts, strict=True):
@@ -260,7 +303,7 @@ class HybridRanker(ScoringRanker):
             for req, item in jobs
         ]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
-        max_new = self.config.ranker.reason_max_new_tokens or self.config.prompt.max_reason_words * 2
+        max_new = reason_token_budget(self.config)
         prompt_len = enc["input_ids"].shape[1]
         stop = _LinesStop(self._prompter._newline_ids, prompt_len, [1] * len(jobs))
         with torch.inference_mode():
@@ -309,7 +352,9 @@ def make_ranker(lm: LoadedModel, config: AgentConfig) -> Ranker:
     """The ranker for `config.ranker.mode`: generative, scoring or hybrid."""
     mode = config.ranker.mode
     if mode == "generative":
-        return GenerativeRanker(lm, config)
+        ranker = GenerativeRanker(lm, config)
+        ranker.rescue = ScoringRanker(lm, config).order  # the fallback chain's second link
+        return ranker
     if mode == "scoring":
         return ScoringRanker(lm, config)
     if mode == "hybrid":
