@@ -90,8 +90,12 @@ def test_config_rejects_unknown_keys_and_bad_values():
 
 
 def test_garbage_model_output_still_gives_k_valid_items(agent, tiny_random_lm):
-    """A random-weight model writes noise; the parser + fallback must still return k candidates."""
-    noisy = RecommenderAgent(agent.config, dataset=agent.dataset, model=tiny_random_lm)
+    """A random-weight model writes noise; the parser + fallback must still return k candidates.
+
+    Unconstrained generative mode: with constrained decoding (the default) noise cannot happen."""
+    cfg = agent.config.model_copy(deep=True)
+    cfg.ranker.mode, cfg.ranker.constrained = "generative", False
+    noisy = RecommenderAgent(cfg, dataset=agent.dataset, model=tiny_random_lm)
     noisy._generator = agent.candidate_source  # share the already indexed store
     cands = [str(i) for i in range(200, 220)]
     recs = noisy.rank(history=["1", "2"], candidates=cands, k=6)
