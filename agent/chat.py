@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from reasonrec.agent.dialogue import ChatConstraints, DialogueAct, parse_message, pick_option
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.agent.sessions import ChatTurn, PendingChoice, SessionState, SessionStore
-from reasonrec.agent.titles import ItemRef, TitleIndex
+from reasonrec.agent.titles import ItemRef, TitleIndex, front_article
 from reasonrec.errors import ConfigError, DataError, UnknownItemError, UnknownSessionError
 
 if TYPE_CHECKING:
@@ -334,7 +334,8 @@ class ChatSession:
     def _reply(self, state: SessionState, recs: Recommendations, relaxed: list[str], shortfall: bool) -> str:
         domain = self.agent.config.prompt.domain
         what = describe_constraints(state.constraints, domain, plural=len(recs.items) != 1)
-        titles = [f"{r.title} ({r.year})" if r.year else r.title for r in recs.items[:_SHOWN_TITLES]]
+        titles = [ItemRef(item_id=r.item_id, title=front_article(r.title), year=r.year).label() for r in recs.items]
+        titles = titles[:_SHOWN_TITLES]
         rest = len(recs.items) - len(titles)
         listed = ", ".join(titles) + (f" and {rest} more" if rest else "")
         parts = []
@@ -359,13 +360,19 @@ def open_session(
     session_id: str | None = None,
     user_id: str | None = None,
     store: SessionStore | None = None,
+    k: int | None = None,
 ) -> ChatSession:
     """Continue session `session_id`, or start one (for dataset user `user_id`, or a new user).
 
+    Args:
+        k: list length of a new session (default `ChatConstraints.k`); the user can change it later.
+
     Raises:
         UnknownSessionError: no such session in the store. UnknownUserError: `user_id` is not in the
-        dataset. ConfigError: the session belongs to another user.
+        dataset. ConfigError: the session belongs to another user, or a bad `k`.
     """
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K):
+        raise ConfigError(f"`k` must be an integer from 1 to {MAX_K}, got {k!r}")
     if store is None:
         from reasonrec import paths
 
@@ -380,7 +387,11 @@ def open_session(
         return ChatSession(agent, state, store)
     if user_id is not None:
         agent.dataset.history(str(user_id))  # raises UnknownUserError with the fix
-    return ChatSession(agent, store.create(user_id=None if user_id is None else str(user_id)), store)
+    state = store.create(user_id=None if user_id is None else str(user_id))
+    if k is not None:
+        state.constraints.k = k
+        store.save(state)
+    return ChatSession(agent, state, store)
 
 
 _CATALOGUES: dict[int, tuple[Any, TitleIndex, list[str], list[int]]] = {}

@@ -305,6 +305,7 @@ def main() -> None:
         sys.exit(2)
 
 
+from reasonrec.agent import cli_chat  # noqa: E402,F401,I001  (registers `reasonrec chat`: the terminal chat)
 from reasonrec.agent import cli_serve  # noqa: E402,F401  (registers `reasonrec serve`: HTTP API + web chat)
 
 if __name__ == "__main__":

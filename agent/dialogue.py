@@ -69,6 +69,7 @@ _NUM = r"(\d{1,2}|" + "|".join(list(_NUM_WORDS)[2:]) + r")"
 _K_PATTERNS = (
     re.compile(rf"\b(?:top|just|only|give me|show me|list|list of|best)\s+{_NUM}\b(?:\s+{_NOUNS})?"),
     re.compile(rf"\b{_NUM}\s+(?:more\s+|other\s+|good\s+|great\s+)?{_NOUNS}\b"),
+    re.compile(rf"\b{_NUM}(?=\s+[a-z][a-z'-]*(?:s|ies)\b)"),  # "3 westerns", "two comedies"
 )
 _SHORTER = re.compile(r"\b(?:shorter|smaller|fewer|less (?:items|movies|films|options))(?:\s+(?:list|please))?\b")
 _LONGER = re.compile(r"\b(?:longer|bigger|larger)(?:\s+list)?\b|\bmore (?:options|items|results|choices)\b")

@@ -205,8 +205,9 @@ class SessionStore:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            # isolation_level=None: no implicit transactions; `_tx` opens them explicitly.
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            # isolation_level=None: no implicit transactions; `_tx` opens them explicitly. Each connection is
+            # used by its own thread only; check_same_thread=False just lets `close()` close them all.
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
