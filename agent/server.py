@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from reasonrec.agent.agent import RecommenderAgent
 
 STATIC_DIR = Path(__file__).parent / "static"
+# uvicorn's default keep-alive (5 s) equals httpx's idle expiry: a client reusing a connection just as the
+# server closes it gets a dropped request. A longer server-side keep-alive makes that race rare.
+KEEP_ALIVE_S = 30
 T = TypeVar("T")
 
 
@@ -332,7 +335,9 @@ class BackgroundServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
         import uvicorn
 
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_S)
+        )
         self._thread = threading.Thread(target=self._server.run, name="reasonrec-http", daemon=True)
         self.host = host
         self.url = ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -128,7 +129,8 @@ async def run_load(
             else:
                 unclean += 1
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # Idle connections expire well before the server's keep-alive ends, so none is reused as it closes.
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, timeout=request_timeout_s, limits=limits) as http:
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
     wall = time.perf_counter() - t_start
@@ -159,6 +161,7 @@ def main() -> None:
     p.add_argument("--max-queue", type=int, default=8, help="Server queue: jobs waiting behind the running one.")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--mode", default="scoring", help="Ranker mode of the server.")
+    p.add_argument("--threads", type=int, default=None, help="Server's torch CPU threads (default: torch's).")
     p.add_argument("--max-seconds", type=float, default=900)
     p.add_argument("--no-retry-after", action="store_true", help="Clients do not wait after a 429.")
     p.add_argument("--machine", default=None)
@@ -166,9 +169,11 @@ def main() -> None:
     a = p.parse_args()
 
     users = load_ml100k().users()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
         args = ["--mode", a.mode, "--max-queue", str(a.max_queue), "--sessions", str(Path(tmp) / "s.sqlite3")]
+        args += ["--threads", str(a.threads)] if a.threads else []
         t0 = time.perf_counter()
         with ServerProcess(args, startup_timeout_s=600, log=log) as srv:
             startup_s = time.perf_counter() - t0
@@ -177,14 +182,23 @@ def main() -> None:
                 run_load(srv.url, users, a.requests, a.concurrency, a.k, not a.no_retry_after, a.max_seconds)
             )
             peak_rss = srv.peak_rss_mb()
+            load_after = os.getloadavg()[0]
     result = {
         "name": "load",
         "commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": a.machine or default_machine(),
-        "server": {"mode": a.mode, "max_queue": a.max_queue, "k": a.k, "model": "SmolLM2-135M-Instruct"},
+        "server": {
+            "mode": a.mode,
+            "max_queue": a.max_queue,
+            "k": a.k,
+            "torch_threads": a.threads or "default",
+            "model": "SmolLM2-135M-Instruct",
+        },
         "startup_s": round(startup_s, 1),
         "peak_rss_mb": peak_rss,
+        # Why: on a shared 2-core machine other processes change latency a lot; record how busy it was.
+        "load_avg_1m": {"before": load_before, "after": load_after},
         **report.model_dump(),
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -170,6 +170,7 @@ def test_session_survives_sigkill(indexed_store_dir, retrieval_config, tmp_path)
         json.dumps(
             {
                 "ranker": {"mode": "scoring"},
+                "model": {"num_threads": 1},  # one torch thread: far faster when other work shares the CPU
                 "retrieval": {"persist_dir": str(indexed_store_dir), "collection": retrieval_config.collection},
             }
         )
