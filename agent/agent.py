@@ -13,7 +13,7 @@ dataset, the vector store and the model are loaded lazily, on first use, and reu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,7 @@ class RecommenderAgent:
     ) -> list[Recommendations]:
         """`recommend` for many users with batched model calls."""
         k = self._check_k(k)
+        _check_argument_types(user_ids, histories, queries, exclude)
         n = len(user_ids)
         histories = list(histories) if histories is not None else [None] * n
         queries = list(queries) if queries is not None else [None] * n
@@ -232,7 +233,7 @@ class RecommenderAgent:
     # ---- helpers ------------------------------------------------------------------------------
     def _check_k(self, k: int | None) -> int:
         k = self.config.ranker.k if k is None else k
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"`k` must be an integer >= 1, got {k!r}")
         return k
 
@@ -253,13 +254,46 @@ class RecommenderAgent:
             raise UnknownItemError(f"unknown item id(s) {missing[:5]} (not in catalogue {self.dataset.name!r})")
         if len(set(cands)) != len(cands):
             raise ConfigError("candidate ids must be distinct")
+        history = self._fit_history([self.items[i] for i in hist], [self.items[i] for i in cands], k, query)
         return RankRequest(
-            history=[self.items[i] for i in hist],
+            history=history,
             candidates=[self.items[i] for i in cands],
             k=k,
             query=query,
             user_id=None if uid is None else str(uid),
         )
+
+    def _fit_history(self, history: list[Item], cands: list[Item], k: int, query: str | None) -> list[Item]:
+        """Drop the oldest history items when a prompt would not fit in the model's context."""
+        from reasonrec.prompts.budget import context_limit, fit_history
+        from reasonrec.prompts.loader import default_labels, render_rank_messages, render_reason_messages
+
+        lm = self.model
+        limit = context_limit(
+            getattr(lm.tokenizer, "model_max_length", None),
+            getattr(getattr(lm.model, "config", None), "max_position_embeddings", None),
+        )
+        if limit is None:
+            return history
+        rc, pc = self.config.ranker, self.config.prompt
+        tok = lm.tokenizer
+
+        def count(messages: list[dict[str, str]]) -> int:
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return len(tok(text, add_special_tokens=False)["input_ids"]) + 1  # + the "[" prefill
+
+        pairs = list(zip(default_labels(len(cands)), cands, strict=True))
+        # Room for the answer (the generative cap) and for label spellings that differ from A, B, ...
+        answer = rc.max_new_tokens or k * (pc.max_reason_words * 2 + 8)
+        n = fit_history(
+            history, lambda h: render_rank_messages(h, pairs, k, query, pc), count, limit - answer - 16, pc.max_history
+        )
+        if rc.mode == "hybrid":  # its reason prompts list genres on every history line: longer per item
+            longest = max(cands, key=lambda it: len(it.title) + len(it.description[: pc.max_description_chars]))
+            reason = rc.reason_max_new_tokens or 2 * pc.max_reason_words
+            reason_prompt = lambda h: render_reason_messages(h, longest, query, pc)  # noqa: E731
+            n = fit_history(history, reason_prompt, count, limit - reason - 16, n)  # at most n
+        return history if n == min(len(history), pc.max_history) else history[len(history) - n :]
 
     def _run(self, reqs: list[RankRequest], extra_ms: list[float], progress: Progress | None) -> list[Recommendations]:
         out = self.ranker.rank(reqs, progress=progress)
@@ -267,3 +301,23 @@ class RecommenderAgent:
             rec.timings["retrieval_ms"] = ms
             rec.timings["total"] += ms
         return out
+
+
+def _check_argument_types(user_ids: Any, histories: Any, queries: Any, exclude: Any) -> None:
+    """Reject wrong types up front: a string where a list belongs would be read character by character."""
+    if isinstance(user_ids, str | bytes) or not isinstance(user_ids, Sequence):
+        raise ConfigError(f"`user_ids` must be a list of user ids, got {type(user_ids).__name__} {user_ids!r}")
+    for uid in user_ids:
+        if uid is not None and (isinstance(uid, bool) or not isinstance(uid, str | int)):
+            raise ConfigError(f"a user id must be a str or an int, got {type(uid).__name__} {uid!r}")
+    for hist in histories or ():
+        if hist is not None and (isinstance(hist, str | bytes) or not isinstance(hist, Sequence)):
+            raise ConfigError(
+                f"`history` must be a list of item ids, oldest first, got {type(hist).__name__} {hist!r}"
+                + (f"; split it: {hist.split(',')!r}" if isinstance(hist, str) else "")
+            )
+    for q in queries or ():
+        if q is not None and not isinstance(q, str):
+            raise ConfigError(f"`query` must be a string or None, got {type(q).__name__} {q!r}")
+    if isinstance(exclude, str | bytes) or not isinstance(exclude, Iterable):
+        raise ConfigError(f"`exclude` must be a list of item ids, got {type(exclude).__name__} {exclude!r}")

@@ -98,14 +98,27 @@ def make_agent(cfg: Any) -> Any:
 
 def ensure_index(agent: Any) -> None:
     """Index the catalogue with a progress bar (a no-op costing one count when it is up to date)."""
-    with progress_bar() as bar:
-        task = bar.add_task("indexing catalogue", total=None)
+    bar = progress_bar()
+    tasks: list[Any] = []
 
-        def cb(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def cb(done: int, total: int) -> None:
+        if not tasks:  # started at the first batch, so a mistake found earlier prints one line, no bar
+            bar.start()
+            tasks.append(bar.add_task("indexing catalogue", total=total))
+        bar.update(tasks[0], completed=done, total=total)
 
+    try:
         report = agent.index(progress=cb)
+    finally:
+        bar.stop()
     err_console.print(f"[dim]index: {report.added} added, {report.updated} updated, {report.unchanged} unchanged[/dim]")
+    skipped = agent.dataset.skipped  # "file:line: reason"; the good rows were kept and indexed
+    if skipped:
+        from rich.markup import escape  # a reason quotes the user's value, which may contain [markup]
+
+        more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+        line = f"{len(skipped)} rows skipped: {' | '.join(skipped[:5])}{more}"
+        err_console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
 
 
 def recommendations_table(recs: Any, title: str) -> Table:
