@@ -8,6 +8,7 @@ Set REASONREC_SCREENSHOT=docs/web-chat.png to also save the screenshot there.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -31,14 +32,24 @@ def chromium_binary() -> str | None:
     return None
 
 
+# Checked at collection, so a machine without a browser skips before the model and the index are built.
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("playwright") is None, reason="playwright is not installed (pip install playwright)"
+    ),
+    pytest.mark.skipif(
+        chromium_binary() is None,
+        reason="no Chromium binary found (apt-get install chromium, or set REASONREC_CHROMIUM)",
+    ),
+]
+
+
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    exe = chromium_binary()
-    if exe is None:
-        pytest.skip("no Chromium binary found (apt-get install chromium, or set REASONREC_CHROMIUM)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_binary(), headless=True, args=["--no-sandbox"])
         yield b
         b.close()
 
@@ -95,5 +106,15 @@ def test_chat_thumbs_down_replaces_the_item(browser, server, tmp_path):
     page.reload()
     page.locator("#messages .msg.bot").nth(1).locator(".card").nth(K - 1).wait_for(timeout=30_000)
     assert card_ids(page.locator("#messages .msg.bot").nth(1)) == second
+
+    # An ambiguous title gets a clarifying question; its options are buttons that answer it.
+    page.fill("#text", "more like Star Trek")
+    page.press("#text", "Enter")
+    option = bots.nth(2).locator('.options button[data-item-id="228"]')  # The Wrath of Khan (1982)
+    option.wait_for(timeout=120_000)
+    assert bots.nth(2).locator(".card").count() == 0
+    option.click()
+    bots.nth(3).locator(".card").first.wait_for(timeout=120_000)
+    assert "Wrath of Khan" in bots.nth(3).locator(".reply").inner_text()
     assert not errors, errors
     page.close()
