@@ -121,3 +121,42 @@ def tiny_random_lm(lm):
     )
     model = LlamaForCausalLM(cfg).eval()
     return LoadedModel(model, lm.tokenizer, "tiny-random-llama", "cpu", "float32")
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """A real `chroma run` server on a free local port; skipped where the CLI is not installed."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    exe = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    if not Path(exe).is_file():
+        pytest.skip("the `chroma` CLI is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path_factory.mktemp("chroma-server")
+    proc = subprocess.Popen(
+        [exe, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.skip("`chroma run` did not start within 10 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

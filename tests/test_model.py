@@ -1,4 +1,4 @@
-"""Model loading: the packaged SmolLM2 conversion, safe-loading rules, single-token labels."""
+"""Model loading: the packaged SmolLM2 conversion, single-token labels (safe-loading rules: test_safe_loading.py)."""
 
 from __future__ import annotations
 
@@ -35,11 +35,6 @@ def test_default_model_is_converted_once_to_safetensors(lm):
 def test_bad_model_paths_are_model_errors(value, message):
     with pytest.raises(ModelError, match=message):
         resolve_model_path(value)
-
-
-def test_adapter_without_files_is_a_model_error(tmp_path):
-    with pytest.raises(ModelError, match="adapter_config.json"):
-        load_model(ModelConfig(adapter=str(tmp_path)))
 
 
 def test_cuda_device_without_cuda_is_a_model_error():

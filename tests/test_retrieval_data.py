@@ -1,24 +1,16 @@
-"""Loaders: real ML-100K rows (recbole's copy and the GroupLens format), and users' own CSV / JSONL files."""
+"""Loaders: real ML-100K rows (recbole's copy and the GroupLens format). Users' own files, good and
+malformed, are in test_bad_input.py."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
 
 from reasonrec.errors import DataError, UnknownUserError
-from reasonrec.retrieval import (
-    Item,
-    load_catalogue,
-    load_dataset,
-    load_interactions,
-    load_ml100k,
-    natural_key,
-    split_title_year,
-)
+from reasonrec.retrieval import load_ml100k, natural_key, split_title_year
 from reasonrec.retrieval.loaders import ML100K_GENRES
 
 RECBOLE_DIR = Path(next(iter(importlib.util.find_spec("recbole").submodule_search_locations)))
@@ -106,132 +98,3 @@ def test_ml100k_folder_without_files(tmp_path):
 )
 def test_split_title_year(title, expected):
     assert split_title_year(title) == expected
-
-
-# --- users' own files --------------------------------------------------------------------------------
-
-CATALOGUE_CSV = (
-    b"id,title,year,genres,description,director\n"
-    b"1,Heat,1995,Action|Crime,A heist.,Michael Mann\n"
-    b"2,,1990,Drama,,\n"  # line 3: missing title
-    b"1,Heat again,1995,,,\n"  # line 4: duplicate id
-    b"3,Alien,nineteen79,Horror,,\n"  # line 5: bad year
-    b'4,"Blade Runner",1982,"Sci-Fi, Thriller","Replicants,\nin the rain.",Ridley Scott\n'  # lines 6-7
-    b"5,Brazil,1985,Sci-Fi,,Terry Gilliam,extra\n"  # line 8: too many fields
-    b"6,Am\xe9lie,2001,Comedy,,\n"  # line 9: latin-1 byte, not UTF-8
-    b"\n"
-    b"7,Am\xc3\xa9lie,2001,Comedy;Romance,,Jean-Pierre Jeunet\n"  # line 11
-)
-
-
-def test_catalogue_csv_keeps_good_rows_and_explains_bad_ones(tmp_path):
-    f = tmp_path / "films.csv"
-    f.write_bytes(CATALOGUE_CSV)
-    items, skipped = load_catalogue(f)
-    assert list(items) == ["1", "4", "7"]
-    assert items["1"] == Item(
-        id="1",
-        title="Heat",
-        year=1995,
-        genres=("Action", "Crime"),
-        description="A heist.",
-        metadata={"director": "Michael Mann"},
-    )
-    assert items["4"].genres == ("Sci-Fi", "Thriller")
-    assert items["4"].description == "Replicants,\nin the rain."
-    assert items["7"].title == "Amélie"
-    expected = [
-        (3, "missing title"),
-        (4, "duplicate id '1' (first on line 2)"),
-        (5, "bad year 'nineteen79'"),
-        (8, "expected 6 fields"),
-        (9, "not valid UTF-8"),
-    ]
-    by_line = {int(s.split(":")[1]): s for s in skipped}
-    assert sorted(by_line) == [line for line, _ in expected]
-    for line, reason in expected:
-        assert by_line[line].startswith(f"{f}:{line}: ")
-        assert reason in by_line[line]
-
-
-def test_catalogue_jsonl(tmp_path):
-    f = tmp_path / "films.jsonl"
-    rows = [
-        json.dumps({"id": 10, "title": "Heat", "genres": ["Action", "Crime"], "year": 1995, "rating": 4.5}),
-        "{not json",
-        json.dumps(["a", "list"]),
-        json.dumps({"id": "11", "title": "  "}),
-        json.dumps({"id": "12", "title": "Up", "year": 2009.5}),
-        json.dumps({"id": "13", "title": "Up", "genres": "Animation, Family", "tags": ["x"], "note": None}),
-    ]
-    f.write_text("\n".join(rows) + "\n")
-    items, skipped = load_catalogue(f)
-    assert list(items) == ["10", "13"]
-    assert items["10"].metadata == {"rating": 4.5}
-    assert items["13"].genres == ("Animation", "Family") and items["13"].metadata == {}
-    reasons = [s.split(": ", 1)[1] for s in skipped]
-    assert [s.split(":")[1] for s in skipped] == ["2", "3", "4", "5"]
-    assert reasons[0].startswith("invalid JSON")
-    assert reasons[1] == "expected a JSON object"
-    assert reasons[2] == "missing title"
-    assert reasons[3].startswith("bad year 2009.5")
-
-
-def test_interactions_and_dataset(tmp_path):
-    cat = tmp_path / "films.csv"
-    cat.write_bytes(CATALOGUE_CSV)
-    inter = tmp_path / "events.csv"
-    inter.write_text(
-        "user_id,item_id,timestamp,rating\n"
-        "u1,1,100,4\n"
-        "u1,4,2024-01-01T00:00:00Z,\n"  # ISO time, no rating
-        "u1,99,101,3\n"  # line 4: unknown item
-        "u2,7,yesterday,5\n"  # line 5: bad timestamp
-        "u2,7,50,five\n"  # line 6: bad rating
-        "u2,7,50,5\n"
-    )
-    rows, skipped = load_interactions(inter, load_catalogue(cat)[0])
-    assert [(r.user_id, r.item_id, r.rating) for r in rows] == [
-        ("u1", "1", 4.0),
-        ("u1", "4", None),
-        ("u2", "7", 5.0),
-    ]
-    assert rows[1].timestamp == 1704067200.0
-    assert [s.split(":")[1] for s in skipped] == ["4", "5", "6"]
-    assert "unknown item '99'" in skipped[0] and "bad timestamp" in skipped[1] and "bad rating" in skipped[2]
-
-    data = load_dataset(cat, inter)
-    assert data.name == "films"
-    assert data.history("u1") == ["1", "4"]
-    assert len(data.skipped) == 5 + 3
-    assert data.sha256 == hashlib.sha256(cat.read_bytes() + inter.read_bytes()).hexdigest()
-
-
-@pytest.mark.parametrize(
-    "name, content, match",
-    [
-        ("empty.csv", b"", "is empty"),
-        ("blank.jsonl", b"  \n\n", "is empty"),
-        ("header_only.csv", b"id,title\n", "has no valid row"),
-        ("all_bad.jsonl", b'{"id": "1"}\n{"title": "x"}\n', "has no valid row.*missing title"),
-        ("no_title.csv", b"id,name\n1,Heat\n", "header lacks column\\(s\\) title"),
-        ("films.txt", b"id,title\n1,Heat\n", "unsupported file type '.txt'"),
-        ("films.parquet", b"PAR1", "use .csv, .tsv or .jsonl"),
-    ],
-)
-def test_unusable_catalogue_raises(tmp_path, name, content, match):
-    f = tmp_path / name
-    f.write_bytes(content)
-    with pytest.raises(DataError, match=match) as e:
-        load_catalogue(f)
-    assert str(f) in str(e.value)
-
-
-def test_missing_file_and_unusable_interactions(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
-        load_catalogue(tmp_path / "nope.csv")
-    items = {"1": Item(id="1", title="Heat")}
-    f = tmp_path / "events.jsonl"
-    f.write_text('{"user_id": "u", "item_id": "2", "timestamp": 1}\n')
-    with pytest.raises(DataError, match="no valid row.*unknown item '2'"):
-        load_interactions(f, items)

@@ -1,7 +1,8 @@
 """ItemStore on a real embedded Chroma with the real packaged MiniLM and the real ML-100K catalogue.
 
 The whole catalogue is indexed once per session (`indexed_store` in conftest.py); tests that write use
-small collections of their own so the shared store stays exactly the catalogue.
+small collections of their own so the shared store stays exactly the catalogue. Bad input to the store is
+in test_bad_input.py, a killed indexing run in test_crash_safety.py, a Chroma server in test_chroma_server.py.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reasonrec.errors import ConfigError, DataError, RetrievalError
-from reasonrec.retrieval import Embedder, ItemStore, RetrievalConfig, build_index, genre_key
+from reasonrec.errors import ConfigError, RetrievalError
+from reasonrec.retrieval import Embedder, ItemStore, build_index, genre_key
 from reasonrec.retrieval.embed import resolve_model
-from reasonrec.retrieval.types import natural_key
 
 
 def _small_store(retrieval_config, embedder, name, **overrides):
@@ -112,38 +112,6 @@ def test_changed_item_is_updated_and_stale_genres_removed(ml100k, retrieval_conf
     assert store.delete(["1", "2", "no-such-id"]) == 2 and store.count() == 38
 
 
-def test_killed_midway_then_rerun_ends_with_exactly_the_catalogue(ml100k, retrieval_config, embedder):
-    items = [ml100k.items[str(i)] for i in range(100, 260)]
-    store = _small_store(retrieval_config, embedder, "killed-midway", batch_size=32)
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_two_batches(done, total):
-        if done >= 64:
-            raise Killed
-
-    with pytest.raises(Killed):
-        store.upsert(items, progress=kill_after_two_batches)
-    assert store.count() == 64
-    seen = []
-    report = store.upsert(items, progress=lambda done, total: seen.append((done, total)))
-    assert (report.added, report.unchanged) == (len(items) - 64, 64)
-    assert seen[-1] == (len(items), len(items)) and len(seen) == 5
-    ids = store.ids()
-    assert store.count() == len(items) == len(ids) == len(set(ids))
-    assert ids == sorted((it.id for it in items), key=natural_key)
-
-
-def test_upsert_rejects_duplicates_and_non_items(retrieval_config, embedder, ml100k):
-    store = _small_store(retrieval_config, embedder, "bad-input")
-    with pytest.raises(DataError, match="duplicate item id '1'"):
-        store.upsert([ml100k.items["1"], ml100k.items["1"]])
-    with pytest.raises(DataError, match="expects Item objects"):
-        store.upsert([{"id": "1"}])
-    assert store.count() == 0 and store.query(text="x", n=5) == []
-
-
 def test_reopen_with_the_embedding_function(indexed_store, retrieval_config, embedder):
     reopened = ItemStore(retrieval_config, embedder)
     assert reopened.count() == indexed_store.count()
@@ -173,57 +141,3 @@ def test_ef_search_follows_the_config(retrieval_config, embedder):
 def test_missing_model_folder(tmp_path):
     with pytest.raises(RetrievalError, match="does not exist"):
         Embedder(str(tmp_path / "no-model"))
-
-
-@pytest.fixture(scope="module")
-def chroma_server(tmp_path_factory):
-    """A real `chroma run` server on a free local port; skipped where the CLI is not installed."""
-    import shutil
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-    from pathlib import Path
-
-    exe = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-    if not Path(exe).is_file():
-        pytest.skip("the `chroma` CLI is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    path = tmp_path_factory.mktemp("chroma-server")
-    proc = subprocess.Popen(
-        [exe, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.skip("`chroma run` did not start within 10 s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def test_http_client_store(chroma_server, ml100k, embedder):
-    items = {str(i): ml100k.items[str(i)] for i in range(1, 61)}
-    config = RetrievalConfig(chroma_url=chroma_server, collection="over-http")
-    store, report = build_index(items, config, embedder=embedder)
-    assert report.added == 60 and store.location == chroma_server
-    assert build_index(items, config, embedder=embedder)[1].unchanged == 60
-    assert store.query(text="Star Wars", n=1)[0].item_id == "50"
-
-
-def test_unreachable_server():
-    config = RetrievalConfig(chroma_url="http://127.0.0.1:9", collection="nowhere")
-    with pytest.raises(RetrievalError, match="cannot open Chroma at http://127.0.0.1:9.*chroma run"):
-        ItemStore(config, Embedder())
