@@ -21,11 +21,22 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from reasonrec.agent.dialogue import ChatConstraints, DialogueAct, parse_message, pick_option
+from reasonrec.agent.dialogue import DialogueAct, parse_message, pick_option
 from reasonrec.agent.schemas import Recommendations
-from reasonrec.agent.sessions import ChatTurn, PendingChoice, SessionState, SessionStore
+from reasonrec.agent.sessions import (
+    ChatConstraints,
+    ChatTurn,
+    PendingChoice,
+    SessionState,
+    SessionStore,
+    constraints_where,
+    describe_constraints,
+)
 from reasonrec.agent.titles import ItemRef, TitleIndex, front_article
 from reasonrec.errors import ConfigError, DataError, UnknownItemError, UnknownSessionError
 
@@ -41,46 +52,15 @@ MAX_K = 50
 _SHOWN_TITLES = 3  # titles named in the reply text; the rest are in `recommendations`
 
 
-def constraints_where(c: ChatConstraints) -> dict[str, Any] | None:
-    """The Chroma `where` filter of the constraints, None when there is none.
+@dataclass
+class _Outcome:
+    """What `_recommend` did: the list, the constraints it applied, and what it had to give up."""
 
-    Required genres are `genre_<Name>: True` flags, excluded ones `{"$ne": True}` (only True flags are
-    stored, so an item without the genre has no key and passes), years a `$gte`/`$lte` range; several
-    conditions are joined with `$and`.
-    """
-    from reasonrec.retrieval.store import genre_key
-
-    conds: list[dict[str, Any]] = [{genre_key(g): True} for g in c.genres]
-    conds += [{genre_key(g): {"$ne": True}} for g in c.excluded_genres]
-    if c.year_min is not None:
-        conds.append({"year": {"$gte": c.year_min}})
-    if c.year_max is not None:
-        conds.append({"year": {"$lte": c.year_max}})
-    if not conds:
-        return None
-    return conds[0] if len(conds) == 1 else {"$and": conds}
-
-
-def describe_constraints(c: ChatConstraints, domain: str = "movie", plural: bool = True) -> str:
-    """'Comedy and Sci-Fi movies from the 1980s, without Horror' — used in replies and cold-start queries."""
-    noun = domain + ("s" if plural else "")
-    parts = [" and ".join(c.genres) + " " + noun if c.genres else noun]
-    lo, hi = c.year_min, c.year_max
-    if lo is not None and hi is not None:
-        if lo == hi:
-            parts.append(f"from {lo}")
-        elif lo % 10 == 0 and hi == lo + 9:
-            parts.append(f"from the {lo}s")
-        else:
-            parts.append(f"from {lo} to {hi}")
-    elif lo is not None:
-        parts.append(f"from {lo} on")
-    elif hi is not None:
-        parts.append(f"from {hi} or earlier")
-    text = " ".join(parts)
-    if c.excluded_genres:
-        text += ", without " + " or ".join(c.excluded_genres)
-    return text
+    recs: Recommendations
+    applied: ChatConstraints
+    relaxed: list[str]
+    shortfall: bool  # fewer than k items matched
+    repeats: bool  # earlier suggestions were allowed back
 
 
 class ChatSession:
@@ -96,7 +76,6 @@ class ChatSession:
         self.agent = agent
         self.store = store
         self._state = state
-        self._lock = threading.Lock()  # one turn at a time per session object
         self._titles, self._genres, self._years = _catalogue(agent)
 
     @property
@@ -123,7 +102,7 @@ class ChatSession:
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"`text` must be a non-empty message, got {text!r}")
         text = text.strip()[:2000]
-        with self._lock:
+        with self._turn():
             t0 = time.perf_counter()
             state, notes = self._state.model_copy(deep=True), []  # a failing turn leaves the session as it was
             choice = pick_option(text, state.pending.options) if state.pending else None
@@ -155,7 +134,7 @@ class ChatSession:
                 f"unknown `item_id` {item_id!r}: not in catalogue {self.agent.dataset.name!r}; "
                 "pass the item_id of a recommendation"
             )
-        with self._lock:
+        with self._turn():
             t0 = time.perf_counter()
             state, notes = self._state.model_copy(deep=True), []
             ref = ItemRef(item_id=item_id, title=item.title, year=item.year)
@@ -164,6 +143,20 @@ class ChatSession:
             return self._answer(state, text, notes, True, t0, 0.0)
 
     # --- one turn ------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """One turn at a time per session in this process, on the latest stored state.
+
+        Why: a server opens a new ChatSession per request; two requests for one session must not both
+        answer from the same old state (the later save would drop the earlier turn).
+        """
+        key = (str(self.store.path), self.id)
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(key, threading.Lock())
+        with lock:
+            self._state = self.store.load(self.id)
+            yield
 
     def _apply(self, state: SessionState, act: DialogueAct, notes: list[str]) -> None:
         c = state.constraints
@@ -249,10 +242,11 @@ class ChatSession:
             options = "; ".join(f"{n}. {o.label()}" for n, o in enumerate(clarification, 1))
             reply = f"Which {state.pending.phrase!r} do you mean? {options}. Answer with a number, a year or the title."
         else:
-            recs, relaxed, shortfall = self._recommend(state, keep_last)
+            out = self._recommend(state, keep_last)
+            recs, relaxed = out.recs, out.relaxed
             state.last = recs.item_ids()
             state.recommended = list(dict.fromkeys([*state.recommended, *state.last]))
-            reply = self._reply(state, recs, relaxed, shortfall)
+            reply = self._reply(state.constraints, out)
         reply = " ".join([*notes, reply])
         timings = {"parse_ms": parse_ms}
         if recs is not None:
@@ -274,7 +268,7 @@ class ChatSession:
         self._state = state
         return turn
 
-    def _recommend(self, state: SessionState, keep_last: bool) -> tuple[Recommendations, list[str], bool]:
+    def _recommend(self, state: SessionState, keep_last: bool) -> _Outcome:
         """Recommend under the constraints; fewer items when fewer match, relaxed constraints when none do."""
         c = state.constraints
         hist = self._history(state)
@@ -283,10 +277,12 @@ class ChatSession:
             exclude -= set(state.last) - set(state.disliked)
         relaxed: list[str] = []
         applied = c.model_copy(deep=True)
-        n = self._available(hist, applied, exclude)
+        n, repeats = self._available(hist, applied, exclude), False
         if n < c.k and exclude - set(state.disliked):
-            exclude = set(state.disliked)  # earlier suggestions may come back before constraints are dropped
-            n = self._available(hist, applied, exclude)
+            # Earlier suggestions (never rejected ones) may come back before any constraint is dropped.
+            n_again = self._available(hist, applied, set(state.disliked))
+            if n_again > n:
+                n, exclude, repeats = n_again, set(state.disliked), True
         for what, fields in (
             ("the year range", {"year_min": None, "year_max": None}),
             ("the required genres", {"genres": []}),
@@ -311,7 +307,7 @@ class ChatSession:
             exclude=sorted(exclude),
             where=constraints_where(applied),
         )
-        return recs, relaxed, n < c.k
+        return _Outcome(recs, applied, relaxed, n < c.k, repeats)
 
     def _available(self, hist: list[str], c: ChatConstraints, exclude: set[str]) -> int:
         """How many of the k wanted items the filter leaves (one Chroma query, no model call)."""
@@ -331,20 +327,21 @@ class ChatSession:
         liked = [i for i in state.liked if i in self.agent.items]
         return [i for i in base if i not in set(liked)] + liked  # liked in this chat = the newest history
 
-    def _reply(self, state: SessionState, recs: Recommendations, relaxed: list[str], shortfall: bool) -> str:
-        domain = self.agent.config.prompt.domain
-        what = describe_constraints(state.constraints, domain, plural=len(recs.items) != 1)
-        titles = [ItemRef(item_id=r.item_id, title=front_article(r.title), year=r.year).label() for r in recs.items]
-        titles = titles[:_SHOWN_TITLES]
-        rest = len(recs.items) - len(titles)
-        listed = ", ".join(titles) + (f" and {rest} more" if rest else "")
+    def _reply(self, stated: ChatConstraints, out: _Outcome) -> str:
+        """'Here are 5 Comedy movies from the 1980s: A (1985), B (1982), C (1984) and 2 more.' plus what changed."""
+        domain, n = self.agent.config.prompt.domain, len(out.recs.items)
+        titles = [ItemRef(item_id=r.item_id, title=front_article(r.title), year=r.year).label() for r in out.recs.items]
+        listed = ", ".join(titles[:_SHOWN_TITLES]) + (f" and {n - _SHOWN_TITLES} more" if n > _SHOWN_TITLES else "")
+        what = describe_constraints(out.applied, domain, plural=n != 1)
         parts = []
-        if relaxed:
-            parts.append(f"Nothing unseen matched {what}, so I dropped {' and '.join(relaxed)}.")
-            what = describe_constraints(ChatConstraints(), domain, plural=len(recs.items) != 1)
-        elif shortfall:
-            parts.append(f"Only {len(recs.items)} unseen {what} {'matches' if len(recs.items) == 1 else 'match'}.")
-        parts.append(f"Here {'is' if len(recs.items) == 1 else 'are'} {len(recs.items)} {what}: {listed}.")
+        if out.relaxed:
+            wanted = describe_constraints(stated, domain)
+            parts.append(f"Nothing unseen matched {wanted}, so I dropped {' and '.join(out.relaxed)}.")
+        elif out.shortfall:
+            parts.append(f"Only {n} unseen {what} {'matches' if n == 1 else 'match'}.")
+        if out.repeats:
+            parts.append("Some earlier suggestions are back, as few new ones match.")
+        parts.append(f"Here {'is' if n == 1 else 'are'} {n} {what}: {listed}.")
         return " ".join(parts)
 
     def _last_titles(self, state: SessionState) -> list[str]:
@@ -395,6 +392,8 @@ def open_session(
 
 
 _CATALOGUES: dict[int, tuple[Any, TitleIndex, list[str], list[int]]] = {}
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}  # (store path, session id) -> turn lock
+_LOCKS_GUARD = threading.Lock()
 
 
 def _catalogue(agent: RecommenderAgent) -> tuple[TitleIndex, list[str], list[int]]:

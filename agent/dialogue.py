@@ -17,22 +17,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, Field
-
 from reasonrec.agent.titles import POSITION, ItemRef, TitleIndex, TitleMatch, clause, pick_option, position_index
 
-__all__ = ["ChatConstraints", "DialogueAct", "ItemRef", "TitleIndex", "TitleMatch", "parse_message", "pick_option"]
-
-
-class ChatConstraints(BaseModel):
-    """The active constraints of a chat session; they become a Chroma `where` filter."""
-
-    genres: list[str] = Field(default_factory=list, description="Required genres (catalogue names, e.g. 'Sci-Fi').")
-    excluded_genres: list[str] = Field(default_factory=list, description="Genres an item must not have.")
-    year_min: int | None = Field(None, description="Earliest release year, inclusive.")
-    year_max: int | None = Field(None, description="Latest release year, inclusive.")
-    query: str | None = Field(None, description="Free-text preference carried into retrieval and the prompt.")
-    k: int = Field(5, ge=1, le=50, description="How many items each answer lists.")
+__all__ = ["DialogueAct", "ItemRef", "TitleIndex", "TitleMatch", "parse_message", "pick_option"]
 
 
 # Synonyms -> canonical ML-100K genre names; a catalogue's own genre names are always recognised too.

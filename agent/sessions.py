@@ -1,4 +1,4 @@
-"""Chat session state and its SQLite store, so a restarted process continues the same conversation.
+"""Chat session state (constraints, likes, turns) and its SQLite store, so a restarted process continues.
 
     store = SessionStore("~/.cache/reasonrec/sessions.sqlite3")
     state = store.create(user_id="196")
@@ -21,17 +21,25 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from reasonrec.agent.dialogue import ChatConstraints
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.agent.titles import ItemRef
 from reasonrec.errors import DataError, UnknownSessionError
 
 _M = TypeVar("_M", bound=BaseModel)
-__all__ = ["ChatTurn", "PendingChoice", "SessionState", "SessionStore", "UnknownSessionError"]
+__all__ = [
+    "ChatConstraints",
+    "ChatTurn",
+    "PendingChoice",
+    "SessionState",
+    "SessionStore",
+    "UnknownSessionError",
+    "constraints_where",
+    "describe_constraints",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -50,6 +58,59 @@ CREATE TABLE IF NOT EXISTS turns (
 );
 CREATE INDEX IF NOT EXISTS sessions_updated ON sessions(updated_at);
 """
+
+
+class ChatConstraints(BaseModel):
+    """The active constraints of a chat session; they become a Chroma `where` filter."""
+
+    genres: list[str] = Field(default_factory=list, description="Required genres (catalogue names, e.g. 'Sci-Fi').")
+    excluded_genres: list[str] = Field(default_factory=list, description="Genres an item must not have.")
+    year_min: int | None = Field(None, description="Earliest release year, inclusive.")
+    year_max: int | None = Field(None, description="Latest release year, inclusive.")
+    query: str | None = Field(None, description="Free-text preference carried into retrieval and the prompt.")
+    k: int = Field(5, ge=1, le=50, description="How many items each answer lists.")
+
+
+def constraints_where(c: ChatConstraints) -> dict[str, Any] | None:
+    """The Chroma `where` filter of the constraints, None when there is none.
+
+    Required genres are `genre_<Name>: True` flags, excluded ones `{"$ne": True}` (only True flags are
+    stored, so an item without the genre has no key and passes), years a `$gte`/`$lte` range; several
+    conditions are joined with `$and`.
+    """
+    from reasonrec.retrieval.store import genre_key
+
+    conds: list[dict[str, Any]] = [{genre_key(g): True} for g in c.genres]
+    conds += [{genre_key(g): {"$ne": True}} for g in c.excluded_genres]
+    if c.year_min is not None:
+        conds.append({"year": {"$gte": c.year_min}})
+    if c.year_max is not None:
+        conds.append({"year": {"$lte": c.year_max}})
+    if not conds:
+        return None
+    return conds[0] if len(conds) == 1 else {"$and": conds}
+
+
+def describe_constraints(c: ChatConstraints, domain: str = "movie", plural: bool = True) -> str:
+    """'Comedy and Sci-Fi movies from the 1980s, without Horror' — used in replies and cold-start queries."""
+    noun = domain + ("s" if plural else "")
+    parts = [" and ".join(c.genres) + " " + noun if c.genres else noun]
+    lo, hi = c.year_min, c.year_max
+    if lo is not None and hi is not None:
+        if lo == hi:
+            parts.append(f"from {lo}")
+        elif lo % 10 == 0 and hi == lo + 9:
+            parts.append(f"from the {lo}s")
+        else:
+            parts.append(f"from {lo} to {hi}")
+    elif lo is not None:
+        parts.append(f"from {lo} on")
+    elif hi is not None:
+        parts.append(f"from {hi} or earlier")
+    text = " ".join(parts)
+    if c.excluded_genres:
+        text += ", without " + " or ".join(c.excluded_genres)
+    return text
 
 
 class PendingChoice(BaseModel):
@@ -142,7 +203,8 @@ class SessionStore:
         """Write the state and its turns not stored yet in one transaction: all of it is stored, or nothing.
 
         Raises:
-            DataError: a turn belongs to another session, or turn numbers are not 1, 2, 3, ...
+            DataError: a turn belongs to another session, turn numbers are not 1, 2, 3, ..., or the state
+                is stale (more turns are stored than it holds).
         """
         for i, turn in enumerate(state.turns, 1):
             if turn.session_id != state.id or turn.turn != i:
@@ -158,8 +220,15 @@ class SessionStore:
                 "updated_at = excluded.updated_at",
                 (state.id, state.user_id, payload, state.created_at, state.updated_at),
             )
-            stored = c.execute("SELECT COALESCE(MAX(turn), 0) FROM turns WHERE session_id = ?", (state.id,)).fetchone()
-            for turn in state.turns[stored[0] :]:
+            stored = c.execute("SELECT COALESCE(MAX(turn), 0) FROM turns WHERE session_id = ?", (state.id,)).fetchone()[
+                0
+            ]
+            if stored > len(state.turns):  # another writer took turns since this state was loaded
+                raise DataError(
+                    f"session {state.id!r} has {stored} turns stored but this state only {len(state.turns)}; "
+                    "load it again before saving"
+                )
+            for turn in state.turns[stored:]:
                 self._insert_turn(c, turn)
 
     def turns(self, session_id: str) -> list[ChatTurn]:

@@ -9,8 +9,7 @@ import threading
 
 import pytest
 
-from reasonrec.agent.dialogue import ChatConstraints
-from reasonrec.agent.sessions import ChatTurn, SessionState, SessionStore
+from reasonrec.agent.sessions import ChatConstraints, ChatTurn, SessionState, SessionStore
 from reasonrec.agent.titles import ItemRef
 from reasonrec.errors import DataError, UnknownSessionError
 
@@ -86,6 +85,14 @@ def test_a_failed_save_leaves_the_previous_state(store):
     with pytest.raises(DataError, match="cannot be saved as turn 2"):
         store.save(broken)
     assert store.load(state.id).liked == [] and len(store.load(state.id).turns) == 1
+    stale = store.load(state.id)
+    fresh = store.load(state.id)
+    add_turn(fresh, "second")
+    store.save(fresh)
+    stale.turns = []
+    with pytest.raises(DataError, match="has 2 turns stored but this state only 0; load it again"):
+        store.save(stale)
+    assert len(store.load(state.id).turns) == 2
 
 
 def test_a_process_killed_mid_write_leaves_the_previous_state(store):
