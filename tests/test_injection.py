@@ -109,7 +109,7 @@ def attack_agent(ml100k, lm, embedder, retrieval_config):
     store, report = build_index(data, rc, embedder=embedder)
     assert report.added == len(items)
     # Unconstrained generation: the model may write anything, so only the parser stands in the way.
-    ranker = {"mode": "generative", "constrained": False, "k": 3, "max_new_tokens": 40, "reason_max_new_tokens": 16}
+    ranker = {"mode": "generative", "constrained": False, "k": 3, "max_new_tokens": 32, "reason_max_new_tokens": 12}
     cfg = AgentConfig.build(retrieval=rc.model_dump(), ranker=ranker)
     return RecommenderAgent(cfg, dataset=data, model=lm)
 
@@ -140,7 +140,7 @@ def test_attack_items_ranked_by_smollm2_stay_inside_the_candidates(attack_agent)
 
 def test_attack_items_in_hybrid_mode(attack_agent):
     """Hybrid, the default: scoring order, then SmolLM2 writes a reason from the (attack) description."""
-    agent = _with_ranker(attack_agent, mode="hybrid", reason_max_new_tokens=16)
+    agent = _with_ranker(attack_agent, mode="hybrid")
     cands = [a[0] for a in ATTACKS] + ["1", "98"]
     recs = agent.rank(HISTORY, cands, k=2, query=EVIL_QUERY)
     _assert_inside(recs, cands, 2)
