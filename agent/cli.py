@@ -320,6 +320,7 @@ def main() -> None:
 
 from reasonrec.agent import cli_chat  # noqa: E402,F401,I001  (registers `reasonrec chat`: the terminal chat)
 from reasonrec.agent import cli_serve  # noqa: E402,F401  (registers `reasonrec serve`: HTTP API + web chat)
+from reasonrec.finetune import cli_train  # noqa: E402,F401  (registers `reasonrec train`: LoRA fine-tuning)
 
 if __name__ == "__main__":
     main()

@@ -40,6 +40,10 @@ class MethodResult(BaseModel):
         description="Share of users whose top-k is exactly the first k candidates in given order "
         "(an LLM that only echoes the list shows 1.0: position bias, not ranking).",
     )
+    grounded_rate: float | None = Field(
+        None, description="Share of model-written reasons that name a real history title or item attribute."
+    )
+    model_reason_rate: float | None = Field(None, description="Share of items whose reason the model wrote.")
     commit: str = ""
     created: str = ""
     note: str | None = None
@@ -145,6 +149,7 @@ def markdown(report: EvalReport, name: str) -> str:
         "off-cand",
         "dup",
         "fallback",
+        "grounded",
         "p50 ms",
         "p95 ms",
         "users/s",
@@ -164,6 +169,7 @@ def markdown(report: EvalReport, name: str) -> str:
         cells += [f"{r.valid_rate:.3f}", f"{r.off_catalogue_rate:.3f}", f"{r.duplicate_rate:.3f}"]
         cells += [
             f"{r.fallback_rate:.3f}",
+            "-" if r.grounded_rate is None else f"{r.grounded_rate:.3f}",
             f"{r.latency_ms.get('p50', 0):.2f}",
             f"{r.latency_ms.get('p95', 0):.2f}",
         ]
