@@ -1,9 +1,10 @@
 """Crash safety (issue 7.4): indexing killed mid-way and run again ends with exactly the catalogue.
 
 The store writes batch by batch and skips items whose content hash is already stored, so a re-run
-finishes the job: no duplicates, none missing, and the vector index answers for every item. Chat
-sessions surviving a server kill are tested with the server (tests/test_server*.py); training resuming
-from a checkpoint with the fine-tuning tests (tests/test_finetune.py).
+finishes the job: no duplicates, none missing, and the vector index answers for every item. The other
+crash tests live with their modules: test_server.py::test_session_survives_sigkill,
+test_sessions.py::test_a_process_killed_mid_write_leaves_the_previous_state and
+test_finetune.py::test_killed_training_resumes_to_the_same_final_step.
 """
 
 from __future__ import annotations
