@@ -20,17 +20,20 @@ costs one masked_fill per batch; no extra dependency, no index compilation per p
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from reasonrec.agent.parser import ParsedEntry, ParsedRanking
 from reasonrec.errors import ConfigError, ModelError
-from reasonrec.prompts.loader import ANSWER_PREFIX
+from reasonrec.prompts.loader import ANSWER_PREFIX, clean_text
 
 # Characters a reason token may not contain: line structure ("\n", "[", "]") and what a copied
 # candidate line needs ("(1995) — Comedy"); usable_reason() rejects such echoes anyway.
 _FORBIDDEN_IN_REASON = ("\n", "\r", "[", "]", "(", ")", "—", "–", "<|", "|>")
 MIN_REASON_TOKENS = 3
+_LINE = re.compile(r"\[([A-Za-z0-9]{1,8})\]\s?(.*)")
 
 
 @dataclass(frozen=True)
@@ -175,3 +178,54 @@ class RankLogitsProcessor:
                 row.reason_len += 1
         elif row.phase == "open":
             row.phase = "label"
+
+
+def parse_constrained(text: str, label_map: dict[str, str], k: int, max_reason_chars: int) -> ParsedRanking:
+    """Read an answer written under `RankLogitsProcessor`: one `[label] reason` per line, nothing else.
+
+    Why not `parse_ranking`: its leniency is for free text. A reason made only of label-like words
+    ("[C] A, B") reads there as three picks; under the grammar the label is the token after "[" and
+    everything up to the line end is the reason, so this reading is exact.
+
+    Args:
+        text: the answer including the "[" prefill.
+        label_map: label -> item id of the candidates, in retriever order (the fill-up order).
+        k: picks expected.
+        max_reason_chars: reasons are cut to this length at a word boundary.
+
+    Returns:
+        A ParsedRanking with k entries: the model's picks, then retriever order for a short answer.
+    """
+    entries: list[ParsedEntry] = []
+    seen: set[str] = set()
+    off: list[str] = []
+    dups: list[str] = []
+    for line in text.split("\n"):
+        m = _LINE.fullmatch(line.strip())
+        if not m:
+            continue  # a line cut off by the token limit or time limit
+        label, reason = m.group(1), clean_text(m.group(2), max_reason_chars) or None
+        if label not in label_map:
+            off.append(label)
+        elif label in seen:
+            dups.append(label)
+        elif len(entries) < k:
+            seen.add(label)
+            entries.append(ParsedEntry(label=label, item_id=str(label_map[label]), reason=reason, source="model"))
+    n_model = len(entries)
+    for label, item_id in label_map.items():
+        if len(entries) >= k:
+            break
+        if label not in seen:
+            entries.append(ParsedEntry(label=label, item_id=str(item_id), source="fallback"))
+    missing = sum(e.reason is None for e in entries[:n_model])
+    return ParsedRanking(
+        entries=entries,
+        n_model=n_model,
+        n_fallback=k - n_model,
+        off_candidate=off,
+        duplicates=dups,
+        missing_reasons=missing,
+        format="lines" if n_model else "empty",
+        valid=n_model == k and not (off or dups),
+    )

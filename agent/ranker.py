@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.constrained import RankLogitsProcessor, rank_grammar
+from reasonrec.agent.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
 from reasonrec.agent.labels import label_token_ids
 from reasonrec.agent.model import LoadedModel
 from reasonrec.agent.parser import ParsedEntry, ParsedRanking, parse_ranking
@@ -117,9 +117,16 @@ class GenerativeRanker(BatchedRanker):
         t2 = time.perf_counter()
         parsed = []
         for req, labels, text in zip(reqs, label_maps, texts, strict=True):
-            titles = {lab: it.title for lab, it in zip(labels, req.candidates, strict=True)}
-            p = parse_ranking(ANSWER_PREFIX + text, labels, req.k, titles=titles, max_reason_chars=self._reason_chars())
-            parsed.append(self._structural(p, req) if self.constrained else p)
+            if self.constrained:
+                p = parse_constrained(ANSWER_PREFIX + text, labels, req.k, self._reason_chars())
+                parsed.append(self._drop_echoes(p, req))
+            else:
+                titles = {lab: it.title for lab, it in zip(labels, req.candidates, strict=True)}
+                parsed.append(
+                    parse_ranking(
+                        ANSWER_PREFIX + text, labels, req.k, titles=titles, max_reason_chars=self._reason_chars()
+                    )
+                )
         short = [i for i, (p, r) in enumerate(zip(parsed, reqs, strict=True)) if p.n_model < r.k]
         orders = self._rescue_orders([reqs[i] for i in short]) if self.constrained and short else []
         t3 = time.perf_counter()
@@ -183,16 +190,15 @@ class GenerativeRanker(BatchedRanker):
         n_gen = int((new_tokens != tok.pad_token_id).sum())
         return tok.batch_decode(new_tokens, skip_special_tokens=True), n_gen
 
-    def _structural(self, parsed: ParsedRanking, req: RankRequest) -> ParsedRanking:
-        """Constrained output: valid = k distinct candidates. A reason that only echoes the listing is
-        dropped (build_recommendations then writes a template reason), as hybrid mode does."""
+    def _drop_echoes(self, parsed: ParsedRanking, req: RankRequest) -> ParsedRanking:
+        """A reason that only echoes the listing is dropped (build_recommendations then writes a template
+        reason), as hybrid mode does; validity stays about the list: k distinct candidates."""
         by_id = {it.id: it for it in req.candidates}
         entries = [
             e.model_copy(update={"reason": None}) if e.reason and not usable_reason(e.reason, by_id[e.item_id]) else e
             for e in parsed.entries
         ]
-        valid = parsed.n_model == req.k and not (parsed.n_extra or parsed.off_candidate or parsed.duplicates)
-        return parsed.model_copy(update={"entries": entries, "valid": valid})
+        return parsed.model_copy(update={"entries": entries})
 
     def _rescue_orders(self, reqs: list[RankRequest]) -> list[list[str]]:
         """Scoring order for rows the model left short; [] (retriever order stays) if scoring fails too."""

@@ -14,7 +14,7 @@ import pytest
 
 from reasonrec.agent.agent import RecommenderAgent
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.constrained import RankLogitsProcessor, rank_grammar
+from reasonrec.agent.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
 from reasonrec.agent.labels import label_token_ids
 from reasonrec.agent.ranker import GenerativeRanker
 from reasonrec.agent.scoring import make_ranker
@@ -108,6 +108,24 @@ def test_processor_masks_each_phase(lm):
             assert (g.eos_id in allowed) == (expected == "reason+eos")
     bad_in_reason = [i for i in range(vocab) if g.reason_ok[i] and re.search(r"[\n\[\]()—]", tok.decode([i]))]
     assert bad_in_reason == []
+
+
+@pytest.mark.parametrize(
+    "text, ids, n_model, reasons",
+    [
+        ("[C] A, B\n[A] I am\n[B] good", ["3", "1", "2"], 3, ["A, B", "I am", "good"]),  # label-like reasons
+        ("[B] fine one\n[D", ["2", "1", "3"], 1, ["fine one", None, None]),  # cut short: retriever order after
+        ("[B] x\n[B] again\n[Z] off", ["2", "1", "3"], 1, ["x", None, None]),  # impossible under the grammar
+        ("[D]", ["4", "1", "2"], 1, [None, None, None]),
+    ],
+)
+def test_parse_constrained_reads_the_grammar_exactly(text, ids, n_model, reasons):
+    labels = {"A": "1", "B": "2", "C": "3", "D": "4"}
+    parsed = parse_constrained(text, labels, 3, 40)
+    assert [e.item_id for e in parsed.entries] == ids and parsed.n_model == n_model
+    assert [e.reason for e in parsed.entries] == reasons
+    assert [e.source for e in parsed.entries] == ["model"] * n_model + ["fallback"] * (3 - n_model)
+    assert parsed.valid == (n_model == 3)
 
 
 def test_processor_rejects_inconsistent_rows(lm):
