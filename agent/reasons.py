@@ -29,6 +29,9 @@ def grounded_reason(item: _ItemLike, history: Sequence[_ItemLike], similarity: f
         A non-empty sentence.
     """
     recent = list(history)[::-1]
+    if not recent:  # a new user: nothing to compare with, so state the item's own facts
+        facts = ", ".join(item.genres[:2]) or "catalogue"
+        return f"A {facts} pick" + (f" from {item.year}" if item.year else "") + " that matches your request."
     genres = set(item.genres)
     # The closest history item by genre overlap (Jaccard; ties go to the newest), so that different
     # recommendations cite different, genuinely similar titles rather than always the latest one.
