@@ -98,7 +98,6 @@ class ScoringRanker(BatchedRanker):
 
     mode = "scoring"
     fp32_head = True  # False: always use the model's own head (`logits_to_keep=1`); see _label_logits
-    prefix_cache = True  # False: no reuse of the shared prompt prefix's keys/values (agent/prefix.py)
 
     def __init__(self, lm: LoadedModel, config: AgentConfig):
         self.lm = lm
@@ -109,6 +108,7 @@ class ScoringRanker(BatchedRanker):
         self._shared = SharedPrefix(lm.model, lm.tokenizer.pad_token_id)
         self._prefix_ids: list[int] | None = None
         self.last_prefix_len = 0  # prefix tokens the last forward pass took from the cache
+        self.prefix_cache = config.ranker.prefix_cache  # reuse the shared prefix's keys/values (agent/prefix.py)
 
     @property
     def permutations(self) -> int:

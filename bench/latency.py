@@ -8,7 +8,8 @@ Users are the first N of the evaluation's seeded permutation (finetune.evaluate.
 the protocol-cand20 list (its test item + 19 unseen items) and its history before the test item, so no
 vector store is needed. Sections:
 
-- scoring:     per-user latency at batch size 1 (p50/p90), with and without the shared-prefix KV cache.
+- scoring:     per-user latency at batch size 1 (p50/p90), without (the default) and with the
+               shared-prefix KV cache (`ranker.prefix_cache`).
 - batched:     scoring users/s at batch sizes 8 and 16.
 - hybrid:      per-user latency at batch size 1 with k=5 generated reasons.
 - generative:  constrained vs unconstrained generative mode, k=5, batch size 8: valid-output rate,
@@ -122,11 +123,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if "scoring" in args.sections:
         agent = make_agent(lm, dataset, mode="scoring", batch_size=1)
-        for cache in (True, False):
+        for cache in (False, True):
             agent.ranker.prefix_cache = cache
             l0 = load1()
             ms, recs = per_user(agent, hists, cands, args.k)
-            key = "scoring_bs1" + ("" if cache else "_no_prefix_cache")
+            key = "scoring_bs1" + ("_prefix_cache" if cache else "")
             sections[key] = {**summary(ms), **quality(recs), "prefix_tokens": agent.ranker.last_prefix_len,
                              "load_start": l0, "load_end": load1()}  # fmt: skip
             print(key, json.dumps(sections[key]), flush=True)

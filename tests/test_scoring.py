@@ -87,9 +87,9 @@ def test_scoring_returns_k_distinct_candidates_by_probability(ml100k, lm):
 
 def test_p1_scores_equal_a_manual_forward_pass(ml100k, lm):
     agent = make_agent(ml100k, lm)
-    # Exact to 1e-5 only with identical arithmetic: in bf16 a separately computed prefix cache moves
-    # probabilities by ~1e-2 (test_prefix_cache_matches_on_smollm2 checks the cached path).
-    agent.ranker.prefix_cache = False
+    # Exact to 1e-5 only with identical arithmetic (no prefix cache, the default): in bf16 a separately
+    # computed prefix cache moves probabilities by ~1e-2 (test_prefix_cache_matches_on_smollm2).
+    assert not agent.ranker.prefix_cache
     req = agent._request(HISTORY, CANDS, 3, None, None)
     expected = manual_probs(lm, agent.ranker, req)
     [got], _ = agent.ranker.score([req])
@@ -109,7 +109,7 @@ def test_permutation_orders_are_seeded_and_start_with_the_original():
 @pytest.mark.slow
 def test_permutation_average_maps_labels_back_to_items(ml100k, lm):
     """P=4 equals the mean of 4 separate forward passes, each read back through its own label map."""
-    agent = make_agent(ml100k, lm, permutations=4)
+    agent = make_agent(ml100k, lm, permutations=4, prefix_cache=True)
     ranker = agent.ranker
     req = agent._request(HISTORY, CANDS, 3, None, None)
     [got], _ = ranker.score([req])
@@ -215,7 +215,7 @@ def test_float32_label_head_equals_the_models_own_head(ml100k, tiny_random_lm):
 def test_prefix_cache_gives_the_scores_of_a_full_forward(ml100k, tiny_random_lm):
     """Reusing the shared prefix's keys/values (and, with permutations, the per-batch common prefix)
     changes nothing in float32: batched, alone and with the cache switched off."""
-    agent = make_agent(ml100k, tiny_random_lm, permutations=3)
+    agent = make_agent(ml100k, tiny_random_lm, permutations=3, prefix_cache=True)
     ranker = agent.ranker
     reqs = [
         agent._request(HISTORY, CANDS, 3, None, None),
@@ -238,7 +238,7 @@ def test_prefix_cache_gives_the_scores_of_a_full_forward(ml100k, tiny_random_lm)
 @pytest.mark.slow
 def test_prefix_cache_matches_on_smollm2(ml100k, lm):
     """bf16 SmolLM2: cached-prefix scores equal a full forward within the bf16 batching tolerance."""
-    agent = make_agent(ml100k, lm)
+    agent = make_agent(ml100k, lm, prefix_cache=True)
     req = agent._request(HISTORY, CANDS, 3, None, None)
     [cached], _ = agent.ranker.score([req])
     assert agent.ranker.last_prefix_len >= 10  # "<|im_start|>system ... <|im_start|>user" at least
