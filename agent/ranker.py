@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from reasonrec.agent.config import AgentConfig
@@ -302,6 +303,7 @@ def mark_grounded(req: RankRequest, rec: Recommendations) -> Recommendations:
     return rec
 
 
+@lru_cache(maxsize=8)  # decodes the whole vocabulary; every ranker built on one tokenizer shares it
 def _newline_token_ids(tokenizer: Any) -> frozenset[int]:
     """Ids of every vocabulary token whose text contains a newline (a pick ends at one)."""
     vocab = tokenizer.get_vocab()
