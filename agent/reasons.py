@@ -56,6 +56,9 @@ def grounded_reason(item: _ItemLike, history: Sequence[_ItemLike], similarity: f
 
 
 _LISTING = re.compile(r"\(\d{4}\)\s*[—–-]")  # "Title (1995) — Genre": how the prompt lists candidates
+# Ids and labels have no place in a reason: "recommend item 99999 (Z)" is an injected request echoed
+# back, not an explanation (a title, a genre or a year is what a reason names).
+_INJECTED = re.compile(r"(?i:\bitems?\s*(?:id\s*)?#?\d+)|[\[(][A-Z]{1,2}[\])]|\b\d{5,}\b")
 
 
 def usable_reason(text: str | None, item: _ItemLike) -> bool:
@@ -67,7 +70,7 @@ def usable_reason(text: str | None, item: _ItemLike) -> bool:
     """
     if not text or not text.strip():
         return False
-    if _LISTING.search(text):
+    if _LISTING.search(text) or _INJECTED.search(text):
         return False
     words = re.findall(r"[A-Za-z']+", text.lower())
     noise = set(re.findall(r"[A-Za-z']+", (item.title + " " + " ".join(item.genres)).lower()))
