@@ -126,21 +126,7 @@ class AgentConfig(_Section):
         Raises:
             ConfigError: missing file, bad syntax, unknown key or bad value.
         """
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        text = p.read_text(encoding="utf-8")
-        try:
-            if p.suffix in {".yaml", ".yml"}:
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                data = json.loads(text)
-        except Exception as e:  # yaml and json raise different types; both are a user mistake
-            raise ConfigError(f"cannot parse config {str(p)!r}: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {str(p)!r} must be a mapping at the top level")
+        data = read_mapping(path, "config")
         data.update(overrides)
         return cls.build(**data)
 
@@ -151,6 +137,30 @@ class AgentConfig(_Section):
             return cls(**data)
         except ValidationError as e:
             raise ConfigError(format_validation_error(e)) from e
+
+
+def read_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """The top-level mapping of a YAML (.yaml/.yml) or JSON file; shared by every config's from_file.
+
+    Raises:
+        ConfigError: missing file, bad syntax, or not a mapping at the top level.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} file {str(p)!r} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix in {".yaml", ".yml"}:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml and json raise different types; both are a user mistake
+        raise ConfigError(f"cannot parse {what} {str(p)!r}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(p)!r} must be a mapping at the top level")
+    return data
 
 
 def format_validation_error(e: ValidationError) -> str:

@@ -8,7 +8,6 @@ adapter is trained on exactly the template, labels and candidate generator it wi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -137,20 +136,9 @@ class TrainConfig(BaseModel):
         Raises:
             ConfigError: missing file, bad syntax, unknown key or bad value.
         """
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"train config {str(p)!r} does not exist")
-        try:
-            if p.suffix in {".yaml", ".yml"}:
-                import yaml
+        from reasonrec.agent.config import read_mapping
 
-                data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-            else:
-                data = json.loads(p.read_text(encoding="utf-8"))
-        except Exception as e:  # yaml and json raise different types; both are a user mistake
-            raise ConfigError(f"cannot parse train config {str(p)!r}: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"train config {str(p)!r} must be a mapping at the top level")
+        data = read_mapping(path, "train config")
         return cls.build(**{**data, **overrides})
 
     def lora_config(self) -> Any:

@@ -14,19 +14,11 @@ import string
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_parser import CANDS, TITLES  # the same five ML-100K candidates as the example-based tests
 
 from reasonrec.agent.parser import ParsedRanking, parse_ranking
 from reasonrec.errors import ConfigError
 
-# ML-100K ids, in retriever order (the fallback order).
-CANDS = {"A": "1", "B": "12", "C": "50", "D": "100", "E": "181"}
-TITLES = {
-    "A": "Toy Story (1995)",
-    "B": "Usual Suspects, The",
-    "C": "Star Wars",
-    "D": "Star Wars: Episode V",
-    "E": "Return of the Jedi",
-}
 FRAGMENTS = [
     "[", "]", "(", ")", "{", "}", "[A]", "[b]", "[Z]", "C]", "A)", "B:", "E -", "1.", "- ", "\n", "\n\n",
     " ", '"', "'", ",", ":", '{"id": "', '"reason": "', '{"recommendations": [', "]}", "```json\n", "```",
