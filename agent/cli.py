@@ -295,7 +295,10 @@ def _quiet_libraries() -> None:
     kernels it cannot find; neither helps a user.
     """
     import logging
+    import warnings
 
+    # peft calls a transformers property that transformers 5 deprecates: noise on every adapter load
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     logging.getLogger("chromadb").setLevel(logging.ERROR)
