@@ -77,6 +77,11 @@ class RankerConfig(_Section):
         description="Hybrid and constrained generative: tokens per generated reason; 0 = derived "
         "(2 x prompt.max_reason_words).",
     )
+    grounded_reasons: bool = Field(
+        True,
+        description="Replace a model-written reason that names no real history title and no real genre/year "
+        "of the item by a reason built from facts (results keep the model's grounded_rate).",
+    )
     k: int = Field(10, description="Default number of recommendations.")
     max_new_tokens: int = Field(
         0, description="Cap on generated tokens; 0 = derived from k and prompt.max_reason_words."

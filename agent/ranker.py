@@ -55,7 +55,9 @@ class BatchedRanker:
         bs = self.config.ranker.batch_size
         for start in range(0, len(requests), bs):
             batch = list(requests[start : start + bs])
-            out.extend(mark_grounded(req, rec) for req, rec in zip(batch, self._rank_batch(batch), strict=True))
+            replace = self.config.ranker.grounded_reasons
+            ranked = self._rank_batch(batch)
+            out.extend(mark_grounded(req, rec, replace) for req, rec in zip(batch, ranked, strict=True))
             if progress:
                 progress(len(out), len(requests))
         return out
@@ -286,19 +288,25 @@ def build_recommendations(
     )
 
 
-def mark_grounded(req: RankRequest, rec: Recommendations) -> Recommendations:
-    """Flag each reason as grounded or not, and the share of grounded model-written reasons.
+def mark_grounded(req: RankRequest, rec: Recommendations, replace: bool = True) -> Recommendations:
+    """Flag each reason as grounded or not; replace ungrounded model reasons by fact-based ones.
 
     Why after ranking, in the driver: hybrid mode replaces reasons after `build_recommendations`, so
-    only the final text can be judged; every mode passes through here.
+    only the final text can be judged; every mode passes through here. `grounded_rate` is measured on
+    the model's own reasons before any replacement: it is the model's score, not the output's.
     """
     by_id = {it.id: it for it in req.candidates}
+    sims = dict(zip([c.id for c in req.candidates], req.retrieval_scores or [], strict=False))
     n_model = n_ok = 0
     for r in rec.items:
-        r.grounded = is_grounded(r.reason, by_id[r.item_id], req.history)
+        item = by_id[r.item_id]
+        r.grounded = is_grounded(r.reason, item, req.history)
         if r.reason_source == "model":
             n_model += 1
             n_ok += r.grounded
+            if replace and not r.grounded:  # "the movie people watched" names nothing checkable
+                r.reason, r.reason_source = grounded_reason(item, req.history, sims.get(item.id)), "template"
+                r.grounded = is_grounded(r.reason, item, req.history)
     rec.grounded_rate = n_ok / n_model if n_model else None
     return rec
 
