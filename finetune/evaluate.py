@@ -265,7 +265,8 @@ def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[
     rates = {"valid": 0.0, "off": 0.0, "dup": 0.0, "fallback": 0.0}
     stage: dict[str, float] = {}
     appended: list[int] = []
-    reasons = {"model": 0, "grounded": 0, "items": 0}
+    reasons = {"model": 0, "items": 0}
+    grounded: list[float] = []  # per user: the model's own grounded share, before invalid reasons are replaced
     if is_llm:  # load the model before the clock starts: latency and users/s are about ranking
         t_load = time.perf_counter()
         _ = runner.ranker
@@ -285,11 +286,10 @@ def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[
             rates["off"] += r.n_off_candidate / k
             rates["dup"] += r.n_duplicates / k
             rates["fallback"] += r.n_fallback / k
-            for item in r.items:
-                reasons["items"] += 1
-                if item.reason_source == "model":
-                    reasons["model"] += 1
-                    reasons["grounded"] += int(item.grounded)
+            reasons["items"] += len(r.items)
+            reasons["model"] += sum(item.reason_source == "model" for item in r.items)
+            if r.grounded_rate is not None:
+                grounded.append(r.grounded_rate)
             for key, v in r.timings.items():
                 if key.endswith("_ms") or key in ("total", "tokens_per_s"):
                     stage[key] = stage.get(key, 0.0) + v / len(users)
@@ -317,7 +317,7 @@ def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[
         stage_ms=stage, appended_mean=float(np.mean(appended)) if appended else 0.0,
         note=", ".join(f"{k} {v}" for k, v in info.items()) or None,
         input_order_rate=float(np.mean([orders[u][:k_eff] == list(cands[u][:k_eff]) for u in users])),
-        grounded_rate=reasons["grounded"] / reasons["model"] if reasons["model"] else None,
+        grounded_rate=float(np.mean(grounded)) if grounded else None,
         model_reason_rate=reasons["model"] / reasons["items"] if reasons["items"] else None,
     )  # fmt: skip
     return row, per_user, info

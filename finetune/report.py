@@ -41,9 +41,13 @@ class MethodResult(BaseModel):
         "(an LLM that only echoes the list shows 1.0: position bias, not ranking).",
     )
     grounded_rate: float | None = Field(
-        None, description="Share of model-written reasons that name a real history title or item attribute."
+        None,
+        description="Mean over users of the share of the model's own reasons that name a real history title or "
+        "item attribute, measured before ungrounded reasons are replaced by fact-based ones.",
     )
-    model_reason_rate: float | None = Field(None, description="Share of items whose reason the model wrote.")
+    model_reason_rate: float | None = Field(
+        None, description="Share of returned items whose reason the model wrote (after validation)."
+    )
     commit: str = ""
     created: str = ""
     note: str | None = None
