@@ -97,6 +97,11 @@ class RankerConfig(_Section):
         description="Replace a model-written reason that names no real history title and no real genre/year "
         "of the item by a reason built from facts (results keep the model's grounded_rate).",
     )
+    reason_opener: bool = Field(
+        True,
+        description="Hybrid: start each generated reason with a fact the model continues from ('Like <closest "
+        "history title>,' or 'A <genre> <domain>'), so that reasons name something checkable.",
+    )
     k: int = Field(10, description="Default number of recommendations.")
     max_new_tokens: int = Field(
         0, description="Cap on generated tokens; 0 = derived from k and prompt.max_reason_words."

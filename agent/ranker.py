@@ -21,10 +21,10 @@ from reasonrec.agent.constrained import RankLogitsProcessor, parse_constrained, 
 from reasonrec.agent.labels import label_token_ids
 from reasonrec.agent.model import LoadedModel
 from reasonrec.agent.parser import ParsedEntry, ParsedRanking, parse_ranking
-from reasonrec.agent.reasons import grounded_reason, is_grounded, usable_reason
+from reasonrec.agent.reasons import grounded_reason, is_grounded, reason_opener, usable_reason
 from reasonrec.agent.schemas import Recommendation, Recommendations
 from reasonrec.errors import ReasonRecError
-from reasonrec.prompts.loader import ANSWER_PREFIX, TEMPLATE_VERSION, render_rank_messages
+from reasonrec.prompts.loader import ANSWER_PREFIX, TEMPLATE_VERSION, render_rank_messages, render_reason_messages
 from reasonrec.retrieval.types import Item
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,16 @@ class GenerativeRanker(BatchedRanker):
         messages = render_rank_messages(req.history, pairs, req.k, req.query, self.config.prompt)
         text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text + ANSWER_PREFIX, {label: item.id for label, item in pairs}
+
+    def reason_text(self, history: Sequence[Item], item: Item, query: str | None) -> tuple[str, str]:
+        """Chat-templated reason prompt for one pick, ending in the reason opener; and the opener.
+
+        Serving (hybrid mode) and training data (finetune/data.py) both build reason prompts here.
+        """
+        messages = render_reason_messages(history, item, query, self.config.prompt)
+        text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        opener = reason_opener(item, history, self.config.prompt.domain) if self.config.ranker.reason_opener else ""
+        return text + opener, opener
 
     def prefix_text(self) -> str:
         """The chat-templated text before the user message's content: the same for every request.

@@ -32,18 +32,10 @@ def grounded_reason(item: _ItemLike, history: Sequence[_ItemLike], similarity: f
     if not recent:  # a new user: nothing to compare with, so state the item's own facts
         facts = ", ".join(item.genres[:2]) or "catalogue"
         return f"A {facts} pick" + (f" from {item.year}" if item.year else "") + " that matches your request."
-    genres = set(item.genres)
-    # The closest history item by genre overlap (Jaccard; ties go to the newest), so that different
-    # recommendations cite different, genuinely similar titles rather than always the latest one.
-    best, shared, best_sim = None, set(), 0.0
-    for h in recent[:30]:
-        common = genres & set(h.genres)
-        sim = len(common) / len(genres | set(h.genres)) if common else 0.0
-        if sim > best_sim:
-            best, shared, best_sim = h, common, sim
-    if best is not None and shared:
+    best, shared = closest_history(item, history)
+    if best is not None:
         g = ", ".join(sorted(shared)[:2])
-        return f"Shares {g} with {best.title}, which you watched."
+        return f"Shares {g} with {natural_title(best.title)}, which you watched."
     if item.year is not None:
         near = [h for h in recent[:30] if h.year is not None and abs(h.year - item.year) <= 2]
         if near:
@@ -53,6 +45,59 @@ def grounded_reason(item: _ItemLike, history: Sequence[_ItemLike], similarity: f
     if item.genres:
         return f"A {', '.join(item.genres[:2])} pick related to your history."
     return "Related to items in your history."
+
+
+def closest_history(item: _ItemLike, history: Sequence[_ItemLike]) -> tuple[_ItemLike | None, set[str]]:
+    """The history item with the most genre overlap with `item` (Jaccard; ties: newest), and the shared genres.
+
+    Why Jaccard and not the newest item: different recommendations then cite different, genuinely
+    similar titles rather than always the latest one. (None, set()) when no item shares a genre.
+    """
+    genres = set(item.genres)
+    best, shared, best_sim = None, set(), 0.0
+    for h in list(history)[::-1][:30]:
+        common = genres & set(h.genres)
+        sim = len(common) / len(genres | set(h.genres)) if common else 0.0
+        if sim > best_sim:
+            best, shared, best_sim = h, common, sim
+    return best, shared
+
+
+def natural_title(title: str) -> str:
+    """'Usual Suspects, The (1995)' -> 'The Usual Suspects': how a sentence names a catalogue title."""
+    t = re.sub(r"\s*\(\d{4}\)\s*$", "", title).strip()
+    m = re.match(r"^(.*),\s*(The|A|An)$", t)
+    return f"{m.group(2)} {m.group(1)}" if m else t
+
+
+def reason_opener(item: _ItemLike, history: Sequence[_ItemLike], domain: str) -> str:
+    """The words a generated reason starts with, so that it names a checkable fact.
+
+    Hybrid mode appends this to the reason prompt's assistant turn and the model writes the rest
+    (finetune/data.py trains on the same split). A small model left alone names nothing checkable
+    in about half its reasons; starting from "Like <the closest history title>, it" it explains the
+    link, and "it" keeps the subject on the recommended item (not "I'm a recommender..."). New users, or no history item sharing a genre: "A <genre> <domain>". No genre
+    either: "" (the model writes the whole sentence).
+    """
+    best, _ = closest_history(item, history)
+    if best is not None:
+        return f"Like {natural_title(best.title)}, it"
+    if item.genres:
+        g = item.genres[0].lower()
+        return f"{'An' if g[:1] in 'aeiou' else 'A'} {g} {domain}"
+    return ""
+
+
+def opener_continuation(item: _ItemLike, history: Sequence[_ItemLike], domain: str) -> str:
+    """A factual rest-of-sentence after `reason_opener`: the training target for the reason head."""
+    best, shared = closest_history(item, history)
+    year = f" from {item.year}" if item.year else ""
+    if best is not None:
+        g = " and ".join(x.lower() for x in sorted(shared)[:2])
+        return f" is {'an' if g[:1] in 'aeiou' else 'a'} {g} {domain}{year}."
+    if item.genres:
+        return f"{year} that fits the rest of your history." if year else " that fits your history."
+    return grounded_reason(item, history)
 
 
 _LISTING = re.compile(r"\(\d{4}\)\s*[—–-]")  # "Title (1995) — Genre": how the prompt lists candidates
@@ -125,4 +170,3 @@ def is_grounded(reason: str, item: _ItemLike, history: Sequence[_ItemLike]) -> b
         if re.search(rf"\b({y}|{decade}s|'?{decade % 100:02d}s)\b", text):
             return True
     return False
-

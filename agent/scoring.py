@@ -41,7 +41,6 @@ from reasonrec.agent.ranker import (
 from reasonrec.agent.reasons import usable_reason
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, ReasonRecError
-from reasonrec.prompts.loader import render_reason_messages
 
 log = logging.getLogger(__name__)
 _PERMUTATION_SEED = 0
@@ -294,14 +293,8 @@ class HybridRanker(ScoringRanker):
         if not jobs:
             return []
         tok = self.lm.tokenizer
-        prompts = [
-            tok.apply_chat_template(
-                render_reason_messages(req.history, item, req.query, self.config.prompt),
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            for req, item in jobs
-        ]
+        built = [self._prompter.reason_text(req.history, item, req.query) for req, item in jobs]
+        prompts, openers = [p for p, _ in built], [o for _, o in built]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
         max_new = reason_token_budget(self.config)
         prompt_len = enc["input_ids"].shape[1]
@@ -317,7 +310,9 @@ class HybridRanker(ScoringRanker):
                 top_p=None,
                 top_k=None,
             )
-        return tok.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
+        texts = tok.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
+        # The opener is part of the reason: the model wrote the rest of the sentence from it.
+        return [o + t if o else t for o, t in zip(openers, texts, strict=True)]
 
 
 def clean_reason(text: str, max_words: int, max_chars: int) -> str:

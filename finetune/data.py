@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from reasonrec.agent.reasons import grounded_reason
+from reasonrec.agent.reasons import grounded_reason, opener_continuation
 from reasonrec.finetune.config import TrainConfig
 from reasonrec.finetune.split import Split, user_seed
 from reasonrec.retrieval.types import Item, natural_key
@@ -85,7 +85,6 @@ def build_examples(
     """
     from reasonrec.agent.labels import label_token_ids
     from reasonrec.agent.ranker import RankRequest
-    from reasonrec.prompts.loader import render_reason_messages
 
     items = agent.items
     catalogue = sorted(items, key=natural_key)
@@ -116,9 +115,11 @@ def build_examples(
             out.append(TrainExample("rank", user, prompt, answer, ids, cands.index(target)))
             if rng.random() < cfg.reason_share:
                 item = items[picks[int(rng.integers(len(picks)))]]
-                messages = render_reason_messages(history, item, None, prompter.config.prompt)
-                text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-                why = grounded_reason(item, history) if item.id == target else co_liked_reason(item, history, knn)
+                text, opener = prompter.reason_text(history, item, None)
+                if opener:  # serving starts the reason with this opener: learn to continue it
+                    why = opener_continuation(item, history, prompter.config.prompt.domain)
+                else:
+                    why = grounded_reason(item, history) if item.id == target else co_liked_reason(item, history, knn)
                 out.append(TrainExample("reason", user, text, why + "\n"))
         if progress:
             progress(n + 1, len(users))

@@ -212,3 +212,21 @@ def test_chat_messages_are_inert(attack_agent, tmp_path):
         assert recs is not None and recs.items, turn.reply
         ids = recs.item_ids()
         assert set(ids) <= catalogue and "99999" not in ids and len(ids) == len(set(ids))
+
+
+def test_reason_opener_names_the_closest_history_item_or_a_genre():
+    from reasonrec.agent.reasons import closest_history, is_grounded, natural_title, opener_continuation, reason_opener
+
+    noir = Item(id="1", title="Maltese Falcon, The (1941)", year=1941, genres=("Film-Noir", "Mystery"))
+    comedy = Item(id="2", title="Airplane!", year=1980, genres=("Comedy",))
+    new = Item(id="3", title="Chinatown", year=1974, genres=("Film-Noir", "Mystery", "Thriller"))
+    assert natural_title(noir.title) == "The Maltese Falcon" and natural_title("Airplane!") == "Airplane!"
+    assert closest_history(new, [noir, comedy]) == (noir, {"Film-Noir", "Mystery"})
+    opener = reason_opener(new, [comedy, noir], "movie")
+    assert opener == "Like The Maltese Falcon, it"
+    assert is_grounded(opener + opener_continuation(new, [comedy, noir], "movie"), new, [comedy, noir])
+    # nobody shares a genre / a new user: the item's own genre opens the sentence, and it is a fact
+    assert reason_opener(new, [comedy], "movie") == "A film-noir movie"
+    assert reason_opener(Item(id="4", title="Alien", genres=("Action",)), [], "movie") == "An action movie"
+    assert reason_opener(Item(id="5", title="Untagged"), [], "movie") == ""
+    assert is_grounded("A film-noir movie that fits your history.", new, [])

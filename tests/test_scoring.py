@@ -162,6 +162,29 @@ def test_hybrid_gives_k_items_with_reasons(ml100k, lm):
     assert recs.timings["reason_ms"] > 0
 
 
+@pytest.mark.slow
+def test_hybrid_reasons_continue_a_grounded_opener(ml100k, lm):
+    """The real SmolLM2 continues "Like <closest history title>, it": its reasons name that title."""
+    from reasonrec.agent.reasons import closest_history, is_grounded, natural_title, reason_opener
+
+    agent = make_agent(ml100k, lm, mode="hybrid", reason_max_new_tokens=16)
+    recs = agent.rank(HISTORY, CANDS[:6], k=3)
+    items = agent.items
+    history = [items[i] for i in HISTORY]
+    model_written = [r for r in recs.items if r.reason_source == "model"]
+    assert model_written, recs.raw_output  # the opener should make the model's sentences usable
+    for r in model_written:
+        item = items[r.item_id]
+        best, _ = closest_history(item, history)
+        opener = reason_opener(item, history, "movie")
+        assert opener.startswith(f"Like {natural_title(best.title)}, it" if best else "A")
+        assert r.reason.startswith(opener), r.reason
+        assert is_grounded(r.reason, item, history) and r.grounded
+    off = make_agent(ml100k, lm, mode="hybrid", reason_max_new_tokens=16, reason_opener=False)
+    for r in off.rank(HISTORY, CANDS[:6], k=3).items:
+        assert not r.reason.startswith(reason_opener(items[r.item_id], history, "movie"))
+
+
 @pytest.mark.parametrize("mode", ["generative", "scoring", "hybrid"])
 def test_tiny_random_model_works_in_every_mode(ml100k, tiny_random_lm, mode):
     agent = make_agent(ml100k, tiny_random_lm, mode=mode, permutations=2, reason_max_new_tokens=8)
