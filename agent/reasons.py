@@ -76,8 +76,9 @@ def reason_opener(item: _ItemLike, history: Sequence[_ItemLike], domain: str) ->
     Hybrid mode appends this to the reason prompt's assistant turn and the model writes the rest
     (finetune/data.py trains on the same split). A small model left alone names nothing checkable
     in about half its reasons; starting from "Like <the closest history title>, it" it explains the
-    link, and "it" keeps the subject on the recommended item (not "I'm a recommender..."). New users, or no history item sharing a genre: "A <genre> <domain>". No genre
-    either: "" (the model writes the whole sentence).
+    link, and "it" keeps the subject on the recommended item (not "I'm a recommender...").
+    New users, or no history item sharing a genre: "A <genre> <domain>". No genre either: "" (the
+    model writes the whole sentence).
     """
     best, _ = closest_history(item, history)
     if best is not None:

@@ -34,7 +34,6 @@ from reasonrec.agent.ranker import (
     BatchedRanker,
     GenerativeRanker,
     RankRequest,
-    _LinesStop,
     build_recommendations,
     reason_token_budget,
 )
@@ -298,7 +297,7 @@ class HybridRanker(ScoringRanker):
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
         max_new = reason_token_budget(self.config)
         prompt_len = enc["input_ids"].shape[1]
-        stop = _LinesStop(self._prompter._newline_ids, prompt_len, [1] * len(jobs))
+        stop = _ReasonStop(tok, prompt_len, self.config.prompt.max_reason_words)
         with torch.inference_mode():
             seqs = self.lm.model.generate(
                 **enc,
@@ -313,6 +312,29 @@ class HybridRanker(ScoringRanker):
         texts = tok.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
         # The opener is part of the reason: the model wrote the rest of the sentence from it.
         return [o + t if o else t for o, t in zip(openers, texts, strict=True)]
+
+
+class _ReasonStop:
+    """Stop a reason row at its first sentence end, newline or word cap.
+
+    Why: `clean_reason` keeps only the first sentence of at most `max_words` words, so every token
+    after it is wasted decoding; small models tend to run on to the token budget.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_len: int, max_words: int):
+        self.tok, self.prompt_len, self.max_words = tokenizer, prompt_len, max_words
+        self.done: list[bool] | None = None
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        if self.done is None:
+            self.done = [False] * input_ids.shape[0]
+        for row, finished in enumerate(self.done):
+            if not finished:
+                text = self.tok.decode(input_ids[row, self.prompt_len :], skip_special_tokens=True)
+                self.done[row] = "\n" in text or _first_sentence(text) != text or len(text.split()) > self.max_words + 1
+        return torch.tensor(self.done, device=input_ids.device)
 
 
 def clean_reason(text: str, max_words: int, max_chars: int) -> str:
