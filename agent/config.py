@@ -99,8 +99,9 @@ class RankerConfig(_Section):
     )
     reason_opener: bool = Field(
         True,
-        description="Hybrid: start each generated reason with a fact the model continues from ('Like <closest "
-        "history title>,' or 'A <genre> <domain>'), so that reasons name something checkable.",
+        description="Hybrid and constrained generative: start each generated reason with a fact the model "
+        "continues from ('Like <closest history title>, it' or 'A <genre> <domain>'), so that reasons name "
+        "something checkable.",
     )
     k: int = Field(10, description="Default number of recommendations.")
     max_new_tokens: int = Field(

@@ -81,10 +81,13 @@ def rank_grammar(tokenizer: Any) -> RankGrammar:
 class _Row:
     labels: list[int]  # label token ids of this row's candidates
     k: int
+    openers: dict[int, list[int]] = field(default_factory=dict)  # label token -> forced first reason tokens
     used: set[int] = field(default_factory=set)
     phase: str = "label"  # label -> close -> reason -> open -> label ... -> done
     lines: int = 0
     reason_len: int = 0
+    last: int = -1  # the label token of the current line
+    pending: list[int] = field(default_factory=list)  # opener tokens still to be written
 
 
 class RankLogitsProcessor:
@@ -97,6 +100,9 @@ class RankLogitsProcessor:
         prompt_len: length of the (padded) prompt; generated tokens start there.
         max_reason_tokens: a reason ends (newline, or EOS after line k) after this many tokens.
         min_reason_tokens: a reason cannot end before this many tokens.
+        row_openers: per batch row, label token id -> token ids every reason for that label starts
+            with (agent.reasons.reason_opener: "Like <closest history title>, it"); they are forced
+            and do not count against `max_reason_tokens`.
 
     Raises:
         ConfigError: inconsistent rows, k out of range or token bounds < 1.
@@ -110,6 +116,7 @@ class RankLogitsProcessor:
         prompt_len: int,
         max_reason_tokens: int,
         min_reason_tokens: int = MIN_REASON_TOKENS,
+        row_openers: list[dict[int, list[int]]] | None = None,
     ):
         if len(row_labels) != len(ks):
             raise ConfigError(f"`row_labels` and `ks` must have one entry per row, got {len(row_labels)} and {len(ks)}")
@@ -121,7 +128,10 @@ class RankLogitsProcessor:
                 f"need 1 <= min_reason_tokens <= max_reason_tokens, got {min_reason_tokens} and {max_reason_tokens}"
             )
         self.g = grammar
-        self.rows = [_Row(list(labels), k) for labels, k in zip(row_labels, ks, strict=True)]
+        openers = row_openers if row_openers is not None else [{} for _ in ks]
+        if len(openers) != len(ks):
+            raise ConfigError(f"`row_openers` must have one entry per row, got {len(openers)} for {len(ks)} rows")
+        self.rows = [_Row(list(lab), k, dict(op)) for lab, k, op in zip(row_labels, ks, openers, strict=True)]
         self.prompt_len = prompt_len
         self.consumed = prompt_len
         self.max_reason = max_reason_tokens
@@ -143,6 +153,9 @@ class RankLogitsProcessor:
         reason_ok = self.g.reason_ok.to(scores.device)
         width = min(reason_ok.shape[0], scores.shape[1])  # the head may be wider than the tokenizer
         for r, row in enumerate(self.rows):
+            if row.phase == "reason" and row.pending:
+                allow[r, row.pending[0]] = True
+                continue
             if row.phase == "reason" and row.reason_len < self.max_reason:
                 allow[r, :width] = reason_ok[:width]
             allow[r, self._forced(row)] = True
@@ -164,11 +177,14 @@ class RankLogitsProcessor:
     def _advance(self, row: _Row, tok: int) -> None:
         if row.phase == "label":
             row.used.add(tok)
-            row.phase = "close"
+            row.phase, row.last = "close", tok
         elif row.phase == "close":
             row.phase, row.reason_len = "reason", 0
+            row.pending = list(row.openers.get(row.last, ()))
         elif row.phase == "reason":
-            if tok == self.g.newline_id:
+            if row.pending and tok == row.pending[0]:
+                row.pending.pop(0)
+            elif tok == self.g.newline_id:
                 row.lines += 1
                 row.phase = "open"
             elif tok == self.g.eos_id:

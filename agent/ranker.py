@@ -185,11 +185,15 @@ class GenerativeRanker(BatchedRanker):
 
             budget = reason_token_budget(self.config)
             row_labels = [label_token_ids(tok, len(r.candidates))[1] for r in reqs]
-            proc = RankLogitsProcessor(self._grammar, row_labels, [r.k for r in reqs], prompt_len, budget)
+            openers = [self._opener_ids(r, ids) for r, ids in zip(reqs, row_labels, strict=True)]
+            longest = max((len(t) for op in openers for t in op.values()), default=0)
+            proc = RankLogitsProcessor(
+                self._grammar, row_labels, [r.k for r in reqs], prompt_len, budget, row_openers=openers
+            )
             gen_kwargs.update(
                 logits_processor=LogitsProcessorList([proc]),
                 eos_token_id=self._grammar.eos_id,
-                max_new_tokens=rc.max_new_tokens or RankLogitsProcessor.max_new_tokens(k_max, budget),
+                max_new_tokens=rc.max_new_tokens or RankLogitsProcessor.max_new_tokens(k_max, budget + longest),
             )
         else:
             stop = _LinesStop(self._newline_ids, prompt_len, [r.k for r in reqs])
@@ -202,6 +206,18 @@ class GenerativeRanker(BatchedRanker):
         new_tokens = seqs[:, prompt_len:]
         n_gen = int((new_tokens != tok.pad_token_id).sum())
         return tok.batch_decode(new_tokens, skip_special_tokens=True), n_gen
+
+    def _opener_ids(self, req: RankRequest, label_ids: list[int]) -> dict[int, list[int]]:
+        """Label token -> token ids of that candidate's reason opener (empty with `ranker.reason_opener` off)."""
+        if not self.config.ranker.reason_opener:
+            return {}
+        tok, domain = self.lm.tokenizer, self.config.prompt.domain
+        out = {}
+        for label_id, item in zip(label_ids, req.candidates, strict=True):
+            opener = reason_opener(item, req.history, domain)
+            if opener:  # after "]" the reason starts with a space, as the model writes it
+                out[label_id] = tok.encode(" " + opener, add_special_tokens=False)
+        return out
 
     def _drop_echoes(self, parsed: ParsedRanking, req: RankRequest) -> ParsedRanking:
         """A reason that only echoes the listing is dropped (build_recommendations then writes a template

@@ -31,7 +31,7 @@ def grounded_reason(item: _ItemLike, history: Sequence[_ItemLike], similarity: f
     recent = list(history)[::-1]
     if not recent:  # a new user: nothing to compare with, so state the item's own facts
         facts = ", ".join(item.genres[:2]) or "catalogue"
-        return f"A {facts} pick" + (f" from {item.year}" if item.year else "") + " that matches your request."
+        return f"{_a(facts)} {facts} pick" + (f" from {item.year}" if item.year else "") + " that matches your request."
     best, shared = closest_history(item, history)
     if best is not None:
         g = ", ".join(sorted(shared)[:2])
@@ -43,8 +43,14 @@ def grounded_reason(item: _ItemLike, history: Sequence[_ItemLike], similarity: f
     if similarity is not None:
         return f"Close to your recent history in content (similarity {similarity:.2f})."
     if item.genres:
-        return f"A {', '.join(item.genres[:2])} pick related to your history."
+        genres = ", ".join(item.genres[:2])
+        return f"{_a(genres)} {genres} pick related to your history."
     return "Related to items in your history."
+
+
+def _a(word: str) -> str:
+    """The indefinite article for `word`: "An animation", "A drama"."""
+    return "An" if word[:1].lower() in "aeiou" else "A"
 
 
 def closest_history(item: _ItemLike, history: Sequence[_ItemLike]) -> tuple[_ItemLike | None, set[str]]:
@@ -85,7 +91,7 @@ def reason_opener(item: _ItemLike, history: Sequence[_ItemLike], domain: str) ->
         return f"Like {natural_title(best.title)}, it"
     if item.genres:
         g = item.genres[0].lower()
-        return f"{'An' if g[:1] in 'aeiou' else 'A'} {g} {domain}"
+        return f"{_a(g)} {g} {domain}"
     return ""
 
 
@@ -95,7 +101,7 @@ def opener_continuation(item: _ItemLike, history: Sequence[_ItemLike], domain: s
     year = f" from {item.year}" if item.year else ""
     if best is not None:
         g = " and ".join(x.lower() for x in sorted(shared)[:2])
-        return f" is {'an' if g[:1] in 'aeiou' else 'a'} {g} {domain}{year}."
+        return f" is {_a(g).lower()} {g} {domain}{year}."
     if item.genres:
         return f"{year} that fits the rest of your history." if year else " that fits your history."
     return grounded_reason(item, history)

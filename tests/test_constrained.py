@@ -110,6 +110,36 @@ def test_processor_masks_each_phase(lm):
     assert bad_in_reason == []
 
 
+def test_processor_forces_each_labels_reason_opener(lm):
+    """After "[B]" the reason must start with B's opener tokens (a title may hold "(" or "-"), then
+    it is free again; the opener does not count against the reason's token budget."""
+    import torch
+
+    tok = lm.tokenizer
+    g = rank_grammar(tok)
+    _, ids = label_token_ids(tok, 3)
+    opener = tok.encode(" Like Seven (Se7en), it", add_special_tokens=False)
+    proc = RankLogitsProcessor(
+        g, [ids], [2], prompt_len=1, max_reason_tokens=2, min_reason_tokens=1, row_openers=[{ids[1]: opener}]
+    )
+    word = tok.encode(" good", add_special_tokens=False)[0]
+    seq = [g.open_id, ids[1], g.close_id]
+    for forced in opener:
+        out = proc(torch.tensor([seq]), torch.zeros(1, len(tok)))
+        assert set(torch.nonzero(out[0] > float("-inf")).flatten().tolist()) == {forced}
+        seq.append(forced)
+    for expected_end in (False, True):  # then 2 free tokens, line end allowed after the first
+        out = proc(torch.tensor([seq]), torch.zeros(1, len(tok)))
+        allowed = set(torch.nonzero(out[0] > float("-inf")).flatten().tolist())
+        assert word in allowed and (g.newline_id in allowed) == expected_end
+        seq.append(word)
+    seq += [g.newline_id, g.open_id, ids[0], g.close_id]  # a label without an opener: free at once
+    out = proc(torch.tensor([seq]), torch.zeros(1, len(tok)))
+    assert word in set(torch.nonzero(out[0] > float("-inf")).flatten().tolist())
+    with pytest.raises(ConfigError, match="one entry per row"):
+        RankLogitsProcessor(g, [ids], [1], prompt_len=1, max_reason_tokens=4, row_openers=[{}, {}])
+
+
 @pytest.mark.parametrize(
     "text, ids, n_model, reasons",
     [
@@ -144,11 +174,20 @@ def test_smollm2_constrained_generation_is_valid(ml100k, lm):
     recs = agent.rank(HISTORY, CANDS, k=2)
     check_grammar(recs, lm.tokenizer, CANDS, 2)
     assert recs.mode == "generative" and recs.timings["generate_ms"] > 0
+    from reasonrec.agent.reasons import reason_opener
+
+    history = [agent.items[i] for i in HISTORY]
+    model_written = [r for r in recs.items if r.reason_source == "model"]
+    assert model_written, recs.raw_output
+    for r in model_written:  # each reason continues its item's grounded opener
+        assert r.reason.startswith(reason_opener(agent.items[r.item_id], history, "movie")), r.reason
+        assert r.grounded
 
 
 def test_rows_cut_short_are_completed_in_scoring_order(ml100k, tiny_random_lm):
     """max_new_tokens too small for k lines: the model's picks stay, the rest comes from scoring."""
-    agent = make_agent(ml100k, tiny_random_lm, reason_max_new_tokens=4, max_new_tokens=10)
+    # no openers: they are forced tokens on top of the reason budget, and this test counts tokens
+    agent = make_agent(ml100k, tiny_random_lm, reason_max_new_tokens=4, max_new_tokens=10, reason_opener=False)
     recs = agent.rank(HISTORY, CANDS, k=4)  # 10 tokens: one line of <= 8 tokens, then "[B]" at least
     assert [r.source for r in recs.items] == ["model", "model", "scoring", "scoring"]
     assert (recs.n_model, recs.n_scoring, recs.n_fallback) == (2, 2, 0) and not recs.valid_output
