@@ -267,6 +267,7 @@ def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[
     appended: list[int] = []
     reasons = {"model": 0, "items": 0}
     grounded: list[float] = []  # per user: the model's own grounded share, before invalid reasons are replaced
+    top1: list[tuple[float, bool]] = []  # per user: (probability of the top-1 item, is it the target)
     if is_llm:  # load the model before the clock starts: latency and users/s are about ranking
         t_load = time.perf_counter()
         _ = runner.ranker
@@ -290,6 +291,8 @@ def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[
             reasons["model"] += sum(item.reason_source == "model" for item in r.items)
             if r.grounded_rate is not None:
                 grounded.append(r.grounded_rate)
+            if r.items and r.items[0].score is not None:
+                top1.append((r.items[0].score, r.items[0].item_id == target[u]))
             for key, v in r.timings.items():
                 if key.endswith("_ms") or key in ("total", "tokens_per_s"):
                     stage[key] = stage.get(key, 0.0) + v / len(users)
@@ -319,5 +322,6 @@ def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[
         input_order_rate=float(np.mean([orders[u][:k_eff] == list(cands[u][:k_eff]) for u in users])),
         grounded_rate=float(np.mean(grounded)) if grounded else None,
         model_reason_rate=reasons["model"] / reasons["items"] if reasons["items"] else None,
+        calibration=M.calibration([p for p, _ in top1], [c for _, c in top1]) if top1 else None,
     )  # fmt: skip
     return row, per_user, info

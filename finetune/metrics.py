@@ -155,3 +155,29 @@ def complete_ordering(ranked: Sequence[str], candidates: Sequence[str]) -> tuple
             head.append(item)
     tail = [c for c in candidates if c not in seen]
     return head + tail, len(tail)
+
+
+def calibration(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> dict[str, float]:
+    """Expected calibration error of top-1 probabilities: how far "p = 0.8" is from 80% hits.
+
+    Args:
+        confidence: per user, the probability the ranker gave its top-1 item.
+        correct: per user, whether that item is the target.
+        bins: equal-width probability bins.
+
+    Returns:
+        {"ece": sum over bins of (users in bin / users) * |hit rate - mean confidence|,
+         "mean_top1_prob": mean confidence, "hr@1": hit rate, "n": users}.
+
+    Raises:
+        ConfigError: no users, different lengths, or a probability outside [0, 1].
+    """
+    if not confidence or len(confidence) != len(correct):
+        raise ConfigError(f"need one correctness flag per confidence, got {len(confidence)} and {len(correct)}")
+    p = np.asarray(confidence, dtype=float)
+    y = np.asarray(correct, dtype=float)
+    if ((p < 0) | (p > 1)).any():
+        raise ConfigError("confidences must be probabilities in [0, 1]")
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    ece = sum(abs(y[which == b].mean() - p[which == b].mean()) * (which == b).mean() for b in np.unique(which))
+    return {"ece": float(ece), "mean_top1_prob": float(p.mean()), "hr@1": float(y.mean()), "n": float(len(p))}

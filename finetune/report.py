@@ -48,6 +48,9 @@ class MethodResult(BaseModel):
     model_reason_rate: float | None = Field(
         None, description="Share of returned items whose reason the model wrote (after validation)."
     )
+    calibration: dict[str, float] | None = Field(
+        None, description="Scoring/hybrid rows: ECE of the top-1 item's probability against hits (metrics.calibration)."
+    )
     commit: str = ""
     created: str = ""
     note: str | None = None
@@ -154,6 +157,7 @@ def markdown(report: EvalReport, name: str) -> str:
         "dup",
         "fallback",
         "grounded",
+        "ECE",
         "p50 ms",
         "p95 ms",
         "users/s",
@@ -174,6 +178,7 @@ def markdown(report: EvalReport, name: str) -> str:
         cells += [
             f"{r.fallback_rate:.3f}",
             "-" if r.grounded_rate is None else f"{r.grounded_rate:.3f}",
+            "-" if r.calibration is None else f"{r.calibration['ece']:.3f}",
             f"{r.latency_ms.get('p50', 0):.2f}",
             f"{r.latency_ms.get('p95', 0):.2f}",
         ]

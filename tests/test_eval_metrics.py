@@ -76,3 +76,15 @@ def test_latency_summary():
     s = M.latency_summary([float(i) for i in range(1, 101)])
     assert s["p50"] == pytest.approx(50.5) and s["p95"] == pytest.approx(95.05)
     assert M.latency_summary([])["p50"] == 0.0
+
+
+def test_calibration_error_by_hand():
+    # bin 0.9: 2 users, 1 hit -> |0.5 - 0.9| ; bin 0.1: 2 users, 0 hits -> |0 - 0.1|
+    out = M.calibration([0.9, 0.9, 0.1, 0.1], [True, False, False, False])
+    assert out["ece"] == pytest.approx(0.5 * 0.4 + 0.5 * 0.1)
+    assert out["mean_top1_prob"] == pytest.approx(0.5) and out["hr@1"] == 0.25 and out["n"] == 4
+    assert M.calibration([1.0, 0.0], [True, False])["ece"] == 0.0  # p = 1.0 falls in the last bin
+    with pytest.raises(ConfigError, match="one correctness flag"):
+        M.calibration([0.5], [])
+    with pytest.raises(ConfigError, match="probabilities"):
+        M.calibration([1.5], [True])

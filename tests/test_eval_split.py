@@ -160,3 +160,18 @@ def test_evaluate_writes_the_protocol_json(tmp_path):
     assert set(report.positions["itemknn"]) == {"1", "20"}
     for suffix in (".md", "_metrics.png", "_latency.png"):
         assert (tmp_path / f"cand20{suffix}").stat().st_size > 0
+
+
+def test_evaluate_llm_scoring_row_reports_validity_and_calibration(tmp_path):
+    """The real SmolLM2 on 4 users: rates, the calibration of its top-1 probabilities, the md column."""
+    from reasonrec.finetune.evaluate import evaluate
+
+    cfg = EvalConfig(
+        protocol="cand20", methods=["random", "reasonrec-zeroshot-scoring"], users=4, out_dir=tmp_path, llm_k=5
+    )
+    row = evaluate(cfg).methods["reasonrec-zeroshot-scoring"]
+    assert row.n_users == 4 and row.valid_rate == 1.0 and row.off_catalogue_rate == row.duplicate_rate == 0.0
+    cal = row.calibration
+    assert cal is not None and cal["n"] == 4 and 0.0 <= cal["ece"] <= 1.0 and 0.0 < cal["mean_top1_prob"] <= 1.0
+    assert cal["hr@1"] == row.metrics["hr@1"]
+    assert "| ECE |" in (tmp_path / "cand20.md").read_text()
