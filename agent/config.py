@@ -97,6 +97,12 @@ class RankerConfig(_Section):
         description="Replace a model-written reason that names no real history title and no real genre/year "
         "of the item by a reason built from facts (results keep the model's grounded_rate).",
     )
+    score_temperature: float | None = Field(
+        None,
+        description="Scoring/hybrid: label logits are divided by this before the softmax (calibrates "
+        "probabilities and confidence; never changes the order). None: the value `reasonrec train` fitted "
+        "on its validation lists when the adapter has one, else 1.",
+    )
     reason_opener: bool = Field(
         True,
         description="Hybrid and constrained generative: start each generated reason with a fact the model "
@@ -122,6 +128,13 @@ class RankerConfig(_Section):
     def _non_negative(cls, v: int, info: Any) -> int:
         if v < 0:
             raise ValueError(f"`{info.field_name}` must be >= 0 (0 = derived), got {v}")
+        return v
+
+    @field_validator("score_temperature")
+    @classmethod
+    def _positive_temperature(cls, v: float | None) -> float | None:
+        if v is not None and not v > 0:
+            raise ValueError(f"`score_temperature` must be > 0 (or None), got {v}")
         return v
 
     @field_validator("temperature", "generate_timeout_s")

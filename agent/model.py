@@ -36,6 +36,7 @@ class LoadedModel:
     model_id: str
     device: str
     dtype: str
+    score_temperature: float | None = None  # fitted by `reasonrec train`, read from the adapter folder
 
 
 def packaged_gguf() -> Path:
@@ -182,14 +183,27 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         raise ModelError(f"cannot load model {cfg.name_or_path!r}: {e}") from e
     if "quantization_config" not in kwargs:
         model.to(device)
+    temperature = None
     if cfg.adapter:
         model = _attach_adapter(model, cfg)
         model_id = f"{model_id}+{Path(cfg.adapter).name}"
+        temperature = _adapter_temperature(Path(cfg.adapter).expanduser())
     model.eval()
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return LoadedModel(model, tok, model_id, device, str(dtype).removeprefix("torch."))
+    return LoadedModel(model, tok, model_id, device, str(dtype).removeprefix("torch."), temperature)
+
+
+def _adapter_temperature(adapter: Path) -> float | None:
+    """The softmax temperature `reasonrec train` fitted on its validation lists, if the adapter has one."""
+    import json
+
+    try:
+        value = json.loads((adapter / "reasonrec_train.json").read_text(encoding="utf-8")).get("score_temperature")
+    except (OSError, ValueError, AttributeError):
+        return None  # an adapter from elsewhere (or an older run): no calibration, T = 1
+    return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def _attach_adapter(model: Any, cfg: ModelConfig) -> Any:

@@ -109,6 +109,11 @@ class ScoringRanker(BatchedRanker):
         self.prefix_cache = config.ranker.prefix_cache  # reuse the shared prefix's keys/values (agent/prefix.py)
 
     @property
+    def temperature(self) -> float:
+        """Softmax temperature of the label logits: the config's, else the adapter's fitted one, else 1."""
+        return self.config.ranker.score_temperature or self.lm.score_temperature or 1.0
+
+    @property
     def permutations(self) -> int:
         return self.config.ranker.permutations
 
@@ -148,7 +153,7 @@ class ScoringRanker(BatchedRanker):
             tops = []
             for row in range(r * p, (r + 1) * p):
                 cols = torch.tensor([col[t] for t in token_ids[row]], device=label_logits.device)
-                probs = torch.softmax(label_logits[row, cols], dim=-1).tolist()
+                probs = torch.softmax(label_logits[row, cols] / self.temperature, dim=-1).tolist()
                 for item_id, pr in zip(columns[row], probs, strict=True):
                     acc[item_id] += pr / p
                 tops.append(columns[row][max(range(len(probs)), key=probs.__getitem__)])

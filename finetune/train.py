@@ -136,13 +136,13 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
         log.write(json.dumps({"step": step, "loss": total, **parts, "lr": sched.get_last_lr()[0]}) + "\n")
         note("training", step, cfg.max_steps, {"loss": total})
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            ndcg = validate(model, prompter, val, agent.items, cfg, lm.device)
-            history.append({"step": step, "val_ndcg10": ndcg, "loss": total})
+            ndcg, temp = validate(model, prompter, val, agent.items, cfg, lm.device)
+            history.append({"step": step, "val_ndcg10": ndcg, "score_temperature": temp, "loss": total})
             log.write(json.dumps(history[-1]) + "\n")
             note("validation", step, cfg.max_steps, {"val_ndcg10": ndcg})
             if ndcg > best[0]:
                 best = (ndcg, step)
-                adapter_meta = {**meta, "step": step, "val_ndcg10": ndcg}
+                adapter_meta = {**meta, "step": step, "val_ndcg10": ndcg, "score_temperature": temp}
                 save_adapter(acc.unwrap_model(model), cfg.output_dir / "adapter", adapter_meta)
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             state = {"best": list(best), "history": history, "data_hash": digest}
@@ -191,15 +191,16 @@ def batch_loss(model: Any, batch: dict[str, Any], cfg: TrainConfig, device: str)
     return loss, parts
 
 
-def validate(model: Any, prompter: Any, val: list, items: dict, cfg: TrainConfig, device: str) -> float:
-    """Mean NDCG@10 of the label-probability order (scoring mode, P=1) on the validation lists."""
+def validate(model: Any, prompter: Any, val: list, items: dict, cfg: TrainConfig, device: str) -> tuple[float, float]:
+    """Mean NDCG@10 of the label-probability order (scoring mode, P=1) on the validation lists, and the
+    softmax temperature that calibrates those probabilities (`fit_temperature`; saved with the adapter)."""
     import torch
 
     from reasonrec.agent.labels import label_token_ids
     from reasonrec.agent.ranker import RankRequest
 
     tok = prompter.lm.tokenizer
-    scores = []
+    scores, rows, targets = [], [], []
     model.eval()
     for start in range(0, len(val), cfg.batch_size * 2):
         chunk = val[start : start + cfg.batch_size * 2]
@@ -220,7 +221,24 @@ def validate(model: Any, prompter: Any, val: list, items: dict, cfg: TrainConfig
         for v, label_map, row in zip(chunk, orders, lab, strict=True):
             ranked = [label_map[lbl] for lbl in (list(label_map)[int(i)] for i in torch.argsort(row, descending=True))]
             scores.append(M.ndcg_at_k(ranked, v.target, 10))
-    return float(sum(scores) / max(len(scores), 1))
+            rows.append(row)
+            targets.append(list(label_map.values()).index(v.target))
+    temp = fit_temperature(torch.stack(rows), torch.tensor(targets)) if rows else 1.0
+    return float(sum(scores) / max(len(scores), 1)), temp
+
+
+def fit_temperature(logits: Any, targets: Any) -> float:
+    """The T in softmax(logits / T) with the least negative log-likelihood of the targets (grid search).
+
+    Why: a 135M model's label probabilities are far from calibrated (it puts most mass on "A"); one
+    scalar fitted on held-out validation lists makes `Recommendation.score` mean what it says, and it
+    never changes the order. A grid over 0.1..10 is enough for one parameter and cannot diverge.
+    """
+    import torch
+
+    grid = torch.logspace(-1, 1, 81)
+    nll = [torch.nn.functional.cross_entropy(logits.float() / t, targets).item() for t in grid]
+    return float(grid[int(torch.tensor(nll).argmin())])
 
 
 def _model_config(cfg: TrainConfig, agent_cfg: Any) -> Any:

@@ -174,6 +174,9 @@ def test_real_training_steps_save_an_adapter_the_agent_loads(tmp_path, agent_con
     tuned = RecommenderAgent(cfg_agent, dataset=ml100k)
     recs = tuned.recommend(user_id="196", k=3)
     assert recs.model_id.endswith("+adapter") and len(recs.item_ids()) == 3
+    # the softmax temperature fitted on the validation lists travels with the adapter and is used
+    assert 0.1 <= meta["score_temperature"] <= 10 and tuned.model.score_temperature == meta["score_temperature"]
+    assert tuned.ranker.temperature == meta["score_temperature"]
     # a second run into the same folder with other settings is refused, not mixed
     with pytest.raises(ConfigError, match="different settings"):
         train(cfg.model_copy(update={"lora_r": 4}))
@@ -203,3 +206,15 @@ def test_killed_training_resumes_to_the_same_final_step(tmp_path, agent_config_f
     assert result["steps"] == 4 and result["resumed_from_step"] >= 2
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert max(steps) == 4 and f"resumed from step {result['resumed_from_step']}" in " ".join(rerun.stdout.split())
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
+    import torch
+
+    from reasonrec.finetune.train import fit_temperature
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4000, 20, generator=g) * 3
+    targets = torch.multinomial(torch.softmax(logits / 2.0, dim=-1), 1, generator=g).squeeze(1)
+    assert fit_temperature(logits, targets) == pytest.approx(2.0, rel=0.15)
+    assert fit_temperature(logits, logits.argmax(-1)) <= 0.2  # always right: sharpen as far as the grid goes

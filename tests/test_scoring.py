@@ -267,3 +267,12 @@ def test_prefix_cache_matches_on_smollm2(ml100k, lm):
     assert agent.ranker.last_prefix_len >= 10  # "<|im_start|>system ... <|im_start|>user" at least
     expected = manual_probs(lm, agent.ranker, req)  # one unpadded full forward pass
     assert cached.probs == pytest.approx(expected, abs=batch_tol(lm))
+
+
+def test_score_temperature_flattens_probabilities_but_keeps_the_order(ml100k, lm):
+    sharp = make_agent(ml100k, lm).rank(HISTORY, CANDS, k=4)
+    flat = make_agent(ml100k, lm, score_temperature=4.0).rank(HISTORY, CANDS, k=4)
+    assert flat.item_ids() == sharp.item_ids()
+    assert flat.items[0].score < sharp.items[0].score and flat.items[-1].score > sharp.items[-1].score
+    with pytest.raises(ValueError, match="score_temperature"):  # pydantic's error; `build` turns it into ConfigError
+        AgentConfig(ranker={"score_temperature": 0})
