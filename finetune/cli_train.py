@@ -1,4 +1,5 @@
-"""`reasonrec train`: fine-tune a LoRA adapter (QLoRA on CUDA) with progress, checkpoints and resume.
+"""`reasonrec train`: fine-tune a LoRA adapter (QLoRA on CUDA) with progress, checkpoints and resume;
+`reasonrec calibrate`: fit the scoring softmax temperature of a model or adapter.
 
 Registered on the main CLI app by `reasonrec.agent.cli`; `python -m reasonrec.finetune.train` runs it too.
 """
@@ -72,4 +73,33 @@ def train(
         f"adapter: {result.adapter_dir} (best val NDCG@10 {result.best_val_ndcg10:.4f} at step {result.best_step}"
         f" of {result.steps}) · {result.samples_per_s:.2f} samples/s · peak {result.peak_memory_gb:.2f} GB"
         + (f" · resumed from step {result.resumed_from_step}" if result.resumed_from_step else "")
+    )
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    adapter: Annotated[str | None, typer.Option(help="Adapter folder: T is written into it.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON AgentConfig file.")] = None,
+    users: Annotated[int, typer.Option(help="Validation lists to fit on.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seeds the users and the negatives.")] = 0,
+) -> None:
+    """Fit the softmax temperature that calibrates scoring-mode probabilities on validation items.
+
+    Example: reasonrec calibrate --adapter runs/lora/adapter   (base model: put the printed value in
+    ranker.score_temperature)
+    """
+    from reasonrec.agent.config import AgentConfig
+    from reasonrec.finetune.calibrate import calibrate
+
+    cfg = AgentConfig.from_file(config) if config else AgentConfig()
+    if adapter:
+        cfg.model.adapter = adapter
+    r = calibrate(cfg, users=users, seed=seed)
+    console.print(
+        f"{r.model_id}: T = {r.score_temperature:.3f} on {r.users} validation lists · ECE {r.ece_before:.3f} -> "
+        f"{r.ece_after:.3f} · mean top-1 probability {r.mean_top1_prob_before:.3f} -> {r.mean_top1_prob_after:.3f}"
+        f" (hit rate {r.hr1:.3f})"
+    )
+    console.print(
+        f"written to {r.written_to}" if r.written_to else f"set ranker.score_temperature: {r.score_temperature:.3f}"
     )

@@ -194,6 +194,15 @@ def batch_loss(model: Any, batch: dict[str, Any], cfg: TrainConfig, device: str)
 def validate(model: Any, prompter: Any, val: list, items: dict, cfg: TrainConfig, device: str) -> tuple[float, float]:
     """Mean NDCG@10 of the label-probability order (scoring mode, P=1) on the validation lists, and the
     softmax temperature that calibrates those probabilities (`fit_temperature`; saved with the adapter)."""
+    logits, targets, ndcg = validation_logits(model, prompter, val, items, cfg.batch_size * 2, device)
+    return ndcg, fit_temperature(logits, targets) if len(targets) else 1.0
+
+
+def validation_logits(
+    model: Any, prompter: Any, val: list, items: dict, batch_size: int, device: str
+) -> tuple[Any, Any, float]:
+    """Label logits of every validation list (one row per list, labels in prompt order), the index of
+    the target's label per row, and the mean NDCG@10 of the logit order."""
     import torch
 
     from reasonrec.agent.labels import label_token_ids
@@ -202,8 +211,8 @@ def validate(model: Any, prompter: Any, val: list, items: dict, cfg: TrainConfig
     tok = prompter.lm.tokenizer
     scores, rows, targets = [], [], []
     model.eval()
-    for start in range(0, len(val), cfg.batch_size * 2):
-        chunk = val[start : start + cfg.batch_size * 2]
+    for start in range(0, len(val), batch_size):
+        chunk = val[start : start + batch_size]
         prompts, orders = [], []
         for v in chunk:
             k = min(10, len(v.candidates))
@@ -223,8 +232,9 @@ def validate(model: Any, prompter: Any, val: list, items: dict, cfg: TrainConfig
             scores.append(M.ndcg_at_k(ranked, v.target, 10))
             rows.append(row)
             targets.append(list(label_map.values()).index(v.target))
-    temp = fit_temperature(torch.stack(rows), torch.tensor(targets)) if rows else 1.0
-    return float(sum(scores) / max(len(scores), 1)), temp
+    if not rows:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), 0.0
+    return torch.stack(rows), torch.tensor(targets), float(sum(scores) / len(scores))
 
 
 def fit_temperature(logits: Any, targets: Any) -> float:
@@ -232,11 +242,11 @@ def fit_temperature(logits: Any, targets: Any) -> float:
 
     Why: a 135M model's label probabilities are far from calibrated (it puts most mass on "A"); one
     scalar fitted on held-out validation lists makes `Recommendation.score` mean what it says, and it
-    never changes the order. A grid over 0.1..10 is enough for one parameter and cannot diverge.
+    never changes the order. A grid over 0.1..100 is enough for one parameter and cannot diverge.
     """
     import torch
 
-    grid = torch.logspace(-1, 1, 81)
+    grid = torch.logspace(-1, 2, 121)
     nll = [torch.nn.functional.cross_entropy(logits.float() / t, targets).item() for t in grid]
     return float(grid[int(torch.tensor(nll).argmin())])
 

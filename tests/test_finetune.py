@@ -175,8 +175,16 @@ def test_real_training_steps_save_an_adapter_the_agent_loads(tmp_path, agent_con
     recs = tuned.recommend(user_id="196", k=3)
     assert recs.model_id.endswith("+adapter") and len(recs.item_ids()) == 3
     # the softmax temperature fitted on the validation lists travels with the adapter and is used
-    assert 0.1 <= meta["score_temperature"] <= 10 and tuned.model.score_temperature == meta["score_temperature"]
+    assert 0.1 <= meta["score_temperature"] <= 100 and tuned.model.score_temperature == meta["score_temperature"]
     assert tuned.ranker.temperature == meta["score_temperature"]
+    # `reasonrec calibrate` refits it on other validation lists and writes it into the adapter
+    from reasonrec.finetune.calibrate import calibrate
+
+    cal = calibrate(cfg_agent, users=6, seed=1)
+    assert cal.users == 6 and cal.written_to == str(adapter / "reasonrec_train.json")
+    assert 0 <= cal.ece_after <= 1 and 0 <= cal.ece_before <= 1 and 0.1 <= cal.score_temperature <= 100
+    after = json.loads((adapter / "reasonrec_train.json").read_text())
+    assert after["score_temperature"] == cal.score_temperature and after["data_hash"] == meta["data_hash"]
     # a second run into the same folder with other settings is refused, not mixed
     with pytest.raises(ConfigError, match="different settings"):
         train(cfg.model_copy(update={"lora_r": 4}))
