@@ -102,8 +102,12 @@ class GenerativeRanker(BatchedRanker):
         """
         messages = render_reason_messages(history, item, query, self.config.prompt)
         text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        opener = reason_opener(item, history, self.config.prompt.domain) if self.config.ranker.reason_opener else ""
+        opener = self.opener(item, history)
         return text + opener, opener
+
+    def opener(self, item: Item, history: Sequence[Item]) -> str:
+        """The grounded start of `item`'s reason (agent.reasons.reason_opener); "" with `ranker.reason_opener` off."""
+        return reason_opener(item, history, self.config.prompt.domain) if self.config.ranker.reason_opener else ""
 
     def prefix_text(self) -> str:
         """The chat-templated text before the user message's content: the same for every request.
@@ -209,14 +213,11 @@ class GenerativeRanker(BatchedRanker):
 
     def _opener_ids(self, req: RankRequest, label_ids: list[int]) -> dict[int, list[int]]:
         """Label token -> token ids of that candidate's reason opener (empty with `ranker.reason_opener` off)."""
-        if not self.config.ranker.reason_opener:
-            return {}
-        tok, domain = self.lm.tokenizer, self.config.prompt.domain
         out = {}
         for label_id, item in zip(label_ids, req.candidates, strict=True):
-            opener = reason_opener(item, req.history, domain)
+            opener = self.opener(item, req.history)
             if opener:  # after "]" the reason starts with a space, as the model writes it
-                out[label_id] = tok.encode(" " + opener, add_special_tokens=False)
+                out[label_id] = self.lm.tokenizer.encode(" " + opener, add_special_tokens=False)
         return out
 
     def _drop_echoes(self, parsed: ParsedRanking, req: RankRequest) -> ParsedRanking:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel
 
 from reasonrec.agent.config import AgentConfig
@@ -45,7 +44,7 @@ def calibrate(agent_cfg: AgentConfig, users: int = 200, seed: int = 0, batch_siz
     from reasonrec.agent.ranker import GenerativeRanker
     from reasonrec.errors import ConfigError
     from reasonrec.finetune import metrics as M
-    from reasonrec.finetune.data import validation_lists
+    from reasonrec.finetune.data import validation_lists, validation_users
     from reasonrec.finetune.split import leave_one_out
     from reasonrec.finetune.train import fit_temperature, validation_logits
     from reasonrec.retrieval.types import natural_key
@@ -55,8 +54,7 @@ def calibrate(agent_cfg: AgentConfig, users: int = 200, seed: int = 0, batch_siz
     agent = RecommenderAgent(agent_cfg)
     split = leave_one_out(agent.dataset)
     catalogue = sorted(agent.items, key=natural_key)
-    ids = split.user_ids()
-    chosen = [ids[i] for i in np.random.default_rng(seed + 7).permutation(len(ids))[:users]]
+    chosen = validation_users(split, users, seed)
     lm = agent.model
     prompter = GenerativeRanker(lm, agent_cfg)
     val = validation_lists(split, chosen, catalogue, seed)

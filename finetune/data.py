@@ -148,6 +148,12 @@ def _candidates(
     return [cands[int(i)] for i in rng.permutation(len(cands))]
 
 
+def validation_users(split: Split, n: int, seed: int) -> list[str]:
+    """The `n` users whose validation item training and `reasonrec calibrate` rank (seeded, stable)."""
+    ids = split.user_ids()
+    return [ids[i] for i in np.random.default_rng(seed + 7).permutation(len(ids))[:n]]
+
+
 def validation_lists(split: Split, users: Sequence[str], catalogue: Sequence[str], seed: int, n: int = 20) -> list:
     """cand20-style lists on the *validation* item (the test item stays unseen until evaluation)."""
     out = []

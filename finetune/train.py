@@ -26,7 +26,7 @@ from reasonrec.errors import ConfigError, TrainError
 from reasonrec.finetune import metrics as M
 from reasonrec.finetune.checkpoint import checkpoints, load_checkpoint, save_adapter, save_checkpoint
 from reasonrec.finetune.config import TrainConfig
-from reasonrec.finetune.data import build_examples, collate, data_hash, encode, validation_lists
+from reasonrec.finetune.data import build_examples, collate, data_hash, encode, validation_lists, validation_users
 
 Progress = Callable[[str, int, int, dict], None]  # (stage, done, total, figures)
 _RESUME_KEYS_FREE = {"max_steps", "eval_every", "save_every", "keep_checkpoints", "num_threads", "output_dir"}
@@ -89,7 +89,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     digest = data_hash(examples)
     start_ckpt = _check_resume(cfg, digest)
     encoded = encode(examples, lm.tokenizer)
-    val = validation_lists(split, _val_users(split, cfg), catalogue, cfg.seed)
+    val = validation_lists(split, validation_users(split, cfg.val_users, cfg.seed), catalogue, cfg.seed)
 
     model = _peft_model(lm.model, cfg, model_cfg.load_in_4bit)
     acc = Accelerator(cpu=lm.device == "cpu")
@@ -298,13 +298,6 @@ def _batch_indices(g: int, n: int, cfg: TrainConfig) -> list[int]:
     epoch, b = divmod(g, per_epoch)
     order = np.random.default_rng(cfg.seed * 1_000_003 + epoch).permutation(n)
     return [int(i) for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-
-
-def _val_users(split: Any, cfg: TrainConfig) -> list[str]:
-    import numpy as np
-
-    ids = split.user_ids()
-    return [ids[i] for i in np.random.default_rng(cfg.seed + 7).permutation(len(ids))[: cfg.val_users]]
 
 
 def _check_resume(cfg: TrainConfig, digest: str) -> Path | None:
