@@ -82,6 +82,12 @@ class RankerConfig(_Section):
         description="Scoring/hybrid: reuse the keys/values of the prompt prefix all requests share. Off by "
         "default: on the 2-core bf16 CPU it measured slower (the cached forward needs an explicit attention mask).",
     )
+    compile: bool = Field(
+        False,
+        description="Scoring/hybrid: run the scoring forward pass through torch.compile (dynamic shapes). "
+        "~20% faster per forward on the 2-core bf16 CPU after ~1 min of compiling on first use; needs a C++ "
+        "compiler on CPU and falls back to eager (with a warning) if compiling fails.",
+    )
     permutations: int = Field(
         1,
         description="Scoring/hybrid: candidate orders averaged to cancel position bias (1 = original "
@@ -157,6 +163,13 @@ class AgentConfig(_Section, Buildable):
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     prompt: PromptConfig = Field(default_factory=lambda: PromptConfig(domain="movie"))
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_domain(cls, v: Any) -> Any:
+        # A partial `prompt:` section (say only `compact: true`) keeps the agent's default domain instead
+        # of falling back to PromptConfig's generic "item".
+        return {"domain": "movie", **v} if isinstance(v, dict) else v
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> AgentConfig:

@@ -37,6 +37,31 @@ class LoadedModel:
     device: str
     dtype: str
     score_temperature: float | None = None  # fitted by `reasonrec train`, read from the adapter folder
+    adapter_template: str | None = None  # the rank template version the adapter was trained with
+
+
+class CompiledForward:
+    """`fn` through `torch.compile(dynamic=True)`, or `fn` itself once compiling has failed.
+
+    Why a wrapper: compile errors surface only at the first call (Inductor needs a C++ compiler on
+    CPU), and a machine without one must lose speed, never a ranking.
+    """
+
+    def __init__(self, fn: Any):
+        import torch
+
+        self.fn = fn
+        self._compiled = torch.compile(fn, dynamic=True)
+        self.failed: str | None = None  # why compiling failed, once it has
+
+    def __call__(self, **kwargs: Any) -> Any:
+        if self.failed is None:
+            try:
+                return self._compiled(**kwargs)
+            except Exception as e:  # any compile/runtime trouble: eager from now on
+                self.failed = f"{type(e).__name__}: {e}"
+                log.warning("torch.compile failed (%s); running eager", self.failed[:300])
+        return self.fn(**kwargs)
 
 
 def packaged_gguf() -> Path:
@@ -183,27 +208,35 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         raise ModelError(f"cannot load model {cfg.name_or_path!r}: {e}") from e
     if "quantization_config" not in kwargs:
         model.to(device)
-    temperature = None
+    meta: dict[str, Any] = {}
     if cfg.adapter:
         model = _attach_adapter(model, cfg)
         model_id = f"{model_id}+{Path(cfg.adapter).name}"
-        temperature = _adapter_temperature(Path(cfg.adapter).expanduser())
+        meta = _adapter_meta(Path(cfg.adapter).expanduser())
     model.eval()
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return LoadedModel(model, tok, model_id, device, str(dtype).removeprefix("torch."), temperature)
+    value, template = meta.get("score_temperature"), meta.get("template_version")
+    return LoadedModel(
+        model, tok, model_id, device, str(dtype).removeprefix("torch."),
+        score_temperature=float(value) if isinstance(value, int | float) and value > 0 else None,
+        adapter_template=template if isinstance(template, str) else None,
+    )  # fmt: skip
 
 
-def _adapter_temperature(adapter: Path) -> float | None:
-    """The softmax temperature `reasonrec train` fitted on its validation lists, if the adapter has one."""
+def _adapter_meta(adapter: Path) -> dict[str, Any]:
+    """What `reasonrec train` saved beside the adapter: fitted temperature, template version, ...
+
+    An adapter from elsewhere (or an older run) has none: no calibration (T = 1), no template check.
+    """
     import json
 
     try:
-        value = json.loads((adapter / "reasonrec_train.json").read_text(encoding="utf-8")).get("score_temperature")
-    except (OSError, ValueError, AttributeError):
-        return None  # an adapter from elsewhere (or an older run): no calibration, T = 1
-    return float(value) if isinstance(value, int | float) and value > 0 else None
+        meta = json.loads((adapter / "reasonrec_train.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _attach_adapter(model: Any, cfg: ModelConfig) -> Any:

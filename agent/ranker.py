@@ -24,7 +24,13 @@ from reasonrec.agent.parser import ParsedEntry, ParsedRanking, parse_ranking
 from reasonrec.agent.reasons import grounded_reason, is_grounded, reason_opener, usable_reason
 from reasonrec.agent.schemas import Recommendation, Recommendations
 from reasonrec.errors import ReasonRecError
-from reasonrec.prompts.loader import ANSWER_PREFIX, TEMPLATE_VERSION, render_rank_messages, render_reason_messages
+from reasonrec.prompts.loader import (
+    ANSWER_PREFIX,
+    TEMPLATE_VERSION,
+    render_rank_messages,
+    render_reason_messages,
+    template_version,
+)
 from reasonrec.retrieval.types import Item
 
 log = logging.getLogger(__name__)
@@ -53,10 +59,11 @@ class BatchedRanker:
         """Rank every request, `ranker.batch_size` at a time. Never raises for bad model output."""
         out: list[Recommendations] = []
         bs = self.config.ranker.batch_size
+        version = template_version(self.config.prompt)  # build_recommendations records the base version
         for start in range(0, len(requests), bs):
             batch = list(requests[start : start + bs])
             replace = self.config.ranker.grounded_reasons
-            ranked = self._rank_batch(batch)
+            ranked = [r.model_copy(update={"template_version": version}) for r in self._rank_batch(batch)]
             out.extend(mark_grounded(req, rec, replace) for req, rec in zip(batch, ranked, strict=True))
             if progress:
                 progress(len(out), len(requests))
@@ -110,14 +117,18 @@ class GenerativeRanker(BatchedRanker):
         return reason_opener(item, history, self.config.prompt.domain) if self.config.ranker.reason_opener else ""
 
     def prefix_text(self) -> str:
-        """The chat-templated text before the user message's content: the same for every request.
+        """The chat-templated text up to the first history title: the same for every request with history.
 
-        Scoring mode caches the keys/values of these tokens once (agent/prefix.py).
+        Scoring mode caches the keys/values of these tokens once (agent/prefix.py). Only the tokens a
+        batch's prompts really share are used, so a request without history simply shares fewer.
         """
-        sentinel = "@@reasonrec-user-content@@"
-        messages = render_rank_messages(None, [("A", "x")], 1, "x", self.config.prompt)
-        messages[-1]["content"] = sentinel
-        text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        sentinel = "reasonrec-prefix-sentinel"
+        tok = self.lm.tokenizer
+        messages = render_rank_messages([sentinel], [("A", "x")], 1, None, self.config.prompt)
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if sentinel not in text:  # a custom template that hides history: up to the user message's content
+            messages[-1]["content"] = sentinel
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text[: text.index(sentinel)] if sentinel in text else ""
 
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:

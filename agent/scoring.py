@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.labels import label_token_ids
-from reasonrec.agent.model import LoadedModel
+from reasonrec.agent.model import CompiledForward, LoadedModel
 from reasonrec.agent.parser import ParsedEntry, ParsedRanking, parse_ranking
 from reasonrec.agent.prefix import SharedPrefix
 from reasonrec.agent.ranker import (
@@ -40,6 +40,7 @@ from reasonrec.agent.ranker import (
 from reasonrec.agent.reasons import usable_reason
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, ReasonRecError
+from reasonrec.prompts.loader import template_version
 
 log = logging.getLogger(__name__)
 _PERMUTATION_SEED = 0
@@ -107,6 +108,7 @@ class ScoringRanker(BatchedRanker):
         self._prefix_ids: list[int] | None = None
         self.last_prefix_len = 0  # prefix tokens the last forward pass took from the cache
         self.prefix_cache = config.ranker.prefix_cache  # reuse the shared prefix's keys/values (agent/prefix.py)
+        self._compiled: dict[str, CompiledForward] = {}  # `ranker.compile`: one per forward callable
 
     @property
     def temperature(self) -> float:
@@ -188,15 +190,23 @@ class ScoringRanker(BatchedRanker):
         fp32_head = self.fp32_head and type(head) is torch.nn.Linear and hasattr(base, "get_decoder")
         with torch.inference_mode():
             if fp32_head and not special:
-                out = base.get_decoder()(**enc)
+                out = self._forward("decoder", base.get_decoder())(**enc)
                 hidden = out.last_hidden_state[:, -1].float()
                 ids = torch.tensor(token_ids, device=hidden.device)
                 logits = hidden @ head.weight[ids].float().T
                 if head.bias is not None:
                     logits = logits + head.bias[ids].float()
                 return logits
-            out = model(**enc, logits_to_keep=1)
+            out = self._forward("model", model)(**enc, logits_to_keep=1)
             return out.logits[:, -1, token_ids].float()
+
+    def _forward(self, key: str, fn: Any) -> Any:
+        """`fn`, or its compiled form with `ranker.compile` (compiled once per ranker, on first use)."""
+        if not self.config.ranker.compile:
+            return fn
+        if key not in self._compiled:
+            self._compiled[key] = CompiledForward(fn)
+        return self._compiled[key]
 
     def order(self, requests: Sequence[RankRequest]) -> list[list[str]]:
         """Every request's candidate ids, most probable first (ties keep retriever order)."""
@@ -372,6 +382,10 @@ def restates_question(text: str) -> bool:
 
 def make_ranker(lm: LoadedModel, config: AgentConfig) -> Ranker:
     """The ranker for `config.ranker.mode`: generative, scoring or hybrid."""
+    served = template_version(config.prompt)
+    if lm.adapter_template and lm.adapter_template != served:  # e.g. trained compact, served full
+        log.warning("the adapter was trained with rank template %r but this config renders %r: "
+                    "set `prompt.compact` as in training", lm.adapter_template, served)  # fmt: skip
     mode = config.ranker.mode
     if mode == "generative":
         ranker = GenerativeRanker(lm, config)

@@ -3,6 +3,7 @@
     .venv/bin/python bench/latency.py                      # all sections -> bench/results/latency_cpu.json
     .venv/bin/python bench/latency.py --users 30 --sections generative --out bench/results/constrained_cpu.json
     .venv/bin/python bench/latency.py --sections scoring --threads 2 --users 50
+    .venv/bin/python bench/latency.py --threads 2 --compact --compile --out bench/results/latency_cpu_compact.json
 
 Users are the first N of the evaluation's seeded permutation (finetune.evaluate.select_users); each gets
 the protocol-cand20 list (its test item + 19 unseen items) and its history before the test item, so no
@@ -50,11 +51,11 @@ def load1() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def make_agent(lm: Any, dataset: Any, **ranker: Any) -> Any:
+def make_agent(lm: Any, dataset: Any, compact: bool = False, **ranker: Any) -> Any:
     from reasonrec.agent.agent import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
 
-    return RecommenderAgent(AgentConfig(ranker=ranker), dataset=dataset, model=lm)
+    return RecommenderAgent(AgentConfig(ranker=ranker, prompt={"compact": compact}), dataset=dataset, model=lm)
 
 
 def per_user(agent: Any, hists: list[list[str]], cands: list[list[str]], k: int) -> tuple[list[float], list[Any]]:
@@ -108,6 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_avg_start": list(os.getloadavg()),
         "candidates": 20,
         "protocol": "cand20 lists (test item + 19 unseen), history before the test item",
+        "compact_prompt": args.compact,
+        "compile": args.compile,
         "sections": {},
     }
     lm = load_model(ModelConfig(dtype=args.dtype))
@@ -122,7 +125,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sections = out["sections"]
 
     if "scoring" in args.sections:
-        agent = make_agent(lm, dataset, mode="scoring", batch_size=1)
+        agent = make_agent(lm, dataset, args.compact, compile=args.compile, mode="scoring", batch_size=1)
+        prompter = agent.ranker._prompter  # the rank prompt every mode renders
+        reqs = [agent._request(h, c, args.k, None, None) for h, c in zip(hists, cands, strict=True)]
+        n_tok = [len(lm.tokenizer(prompter.prompt_text(r)[0], add_special_tokens=False)["input_ids"]) for r in reqs]
+        out["prompt_tokens"] = summary([float(n) for n in n_tok])
         for cache in (False, True):
             agent.ranker.prefix_cache = cache
             l0 = load1()
@@ -133,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(key, json.dumps(sections[key]), flush=True)
     if "batched" in args.sections:
         for bs in (8, 16):
-            agent = make_agent(lm, dataset, mode="scoring", batch_size=bs)
+            agent = make_agent(lm, dataset, args.compact, compile=args.compile, mode="scoring", batch_size=bs)
             agent.rank_many(hists[:bs], cands[:bs], args.k)  # warm-up
             l0, t = load1(), time.perf_counter()
             recs = agent.rank_many(hists, cands, args.k)
@@ -142,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                            **quality(recs), "load_start": l0, "load_end": load1()}  # fmt: skip
             print(f"scoring_bs{bs}", json.dumps(sections[f"scoring_bs{bs}"]), flush=True)
     if "hybrid" in args.sections:
-        agent = make_agent(lm, dataset, mode="hybrid", batch_size=1)
+        agent = make_agent(lm, dataset, args.compact, compile=args.compile, mode="hybrid", batch_size=1)
         n = min(len(users), args.hybrid_users)
         l0 = load1()
         ms, recs = per_user(agent, hists[:n], cands[:n], 5)
@@ -153,7 +160,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "generative" in args.sections:
         n = min(len(users), args.generative_users)
         for constrained in (True, False):
-            agent = make_agent(lm, dataset, mode="generative", constrained=constrained, batch_size=8)
+            agent = make_agent(
+                lm,
+                dataset,
+                args.compact,
+                compile=args.compile,
+                mode="generative",
+                constrained=constrained,
+                batch_size=8,
+            )
             l0, t = load1(), time.perf_counter()
             recs = agent.rank_many(hists[:n], cands[:n], 5)
             wall = time.perf_counter() - t
@@ -174,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument("--compact", action="store_true", help="prompt.compact: no candidate years, short instruction")
+    p.add_argument("--compile", action="store_true", help="ranker.compile: torch.compile the scoring forward")
     p.add_argument("--out", type=Path, default=Path("bench/results/latency_cpu.json"))
     args = p.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]

@@ -73,7 +73,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     from reasonrec.agent.ranker import GenerativeRanker
     from reasonrec.finetune.baselines import ItemKNNRanker
     from reasonrec.finetune.split import leave_one_out
-    from reasonrec.prompts.loader import TEMPLATE_VERSION
+    from reasonrec.prompts.loader import template_version
     from reasonrec.retrieval.types import natural_key
 
     note = progress or (lambda *a: None)
@@ -105,7 +105,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
         best, history = (float(state["best"][0]), int(state["best"][1])), state["history"]
     meta = {
         "train_config": json.loads(cfg.model_dump_json()), "agent_config": json.loads(agent_cfg.model_dump_json()),
-        "template_version": TEMPLATE_VERSION, "data_hash": digest, "base_model": lm.model_id,
+        "template_version": template_version(agent_cfg.prompt), "data_hash": digest, "base_model": lm.model_id,
         "dataset_sha256": agent.dataset.sha256, "n_examples": len(examples),
     }  # fmt: skip
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
@@ -152,8 +152,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     result = TrainResult(
         output_dir=str(cfg.output_dir), adapter_dir=str(cfg.output_dir / "adapter"), steps=step, best_step=best[1],
         best_val_ndcg10=best[0], val_history=history, resumed_from_step=resumed, n_examples=len(examples),
-        n_rank_examples=sum(e.kind == "rank" for e in examples), data_hash=digest, template_version=TEMPLATE_VERSION,
-        base_model=lm.model_id, device=lm.device, dtype=lm.dtype, qlora=model_cfg.load_in_4bit,
+        n_rank_examples=sum(e.kind == "rank" for e in examples), data_hash=digest,
+        template_version=meta["template_version"], base_model=lm.model_id, device=lm.device, dtype=lm.dtype,
+        qlora=model_cfg.load_in_4bit,
         train_seconds=train_s, samples_per_s=samples / max(train_s, 1e-9), peak_memory_gb=_peak_memory_gb(),
         final_loss=loss_val,
     )  # fmt: skip

@@ -10,6 +10,7 @@ from reasonrec.prompts.loader import (
     default_labels,
     render_rank_messages,
     render_reason_messages,
+    template_version,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "default_labels",
     "render_rank_messages",
     "render_reason_messages",
+    "template_version",
 ]

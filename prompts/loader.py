@@ -28,6 +28,7 @@ from reasonrec.errors import ConfigError
 
 # Recorded with every result and adapter; bump when the template text or the sanitising changes.
 TEMPLATE_VERSION = "rank-v1"
+COMPACT_SUFFIX = "-compact"
 # The assistant turn starts with this; scoring mode prefills it and reads the next (label) token.
 ANSWER_PREFIX = "["
 RANK_TEMPLATE = "rank.jinja"
@@ -55,6 +56,12 @@ class PromptConfig(BaseModel):
         200, description="Description length shown in the reason prompt (0 = no description)."
     )
     max_query_chars: int = Field(300, description="The user's free-text request is cut to this length.")
+    compact: bool = Field(
+        False,
+        description="Rank prompt without candidate years and with a one-line instruction: ~30% fewer tokens "
+        "(~350 instead of ~515 for 20 ML-100K candidates), for CPU latency. Results and adapters record it "
+        "in their template version ('-compact'); serve an adapter with the setting it was trained with.",
+    )
     domain: str = Field("item", description="What is recommended, one word: 'movie' for ML-100K.")
     template_dir: Path | None = Field(
         None,
@@ -91,6 +98,11 @@ class PromptConfig(BaseModel):
         if v is not None and not Path(v).expanduser().is_dir():
             raise ValueError(f"`template_dir` must be an existing folder, got {str(v)!r}")
         return None if v is None else Path(v).expanduser().resolve()
+
+
+def template_version(config: PromptConfig | None = None) -> str:
+    """The rank template version a config renders: `TEMPLATE_VERSION`, plus "-compact" for the compact form."""
+    return TEMPLATE_VERSION + (COMPACT_SUFFIX if config is not None and config.compact else "")
 
 
 def default_labels(n: int) -> list[str]:
@@ -255,7 +267,7 @@ def render_rank_messages(
         seen.add(label)
         rows.append({"label": label, **_item_vars(item, f"candidates[{i}]", cfg)})
     variables = _common_vars(history, query, cfg)
-    variables.update(candidates=rows, labels=[r["label"] for r in rows], k=k)
+    variables.update(candidates=rows, labels=[r["label"] for r in rows], k=k, compact=cfg.compact)
     return _render(RANK_TEMPLATE, variables, cfg)
 
 

@@ -20,6 +20,7 @@ from reasonrec.prompts import (
     default_labels,
     render_rank_messages,
     render_reason_messages,
+    template_version,
 )
 from reasonrec.prompts import loader as prompt_loader
 from reasonrec.retrieval.types import Item
@@ -82,6 +83,28 @@ def test_rank_prompt_with_ml100k_items() -> None:
     assert "movies" in msgs[0]["content"]
     # Compactness: ~450 GPT-2 tokens for 20 candidates + 10 history (word/punctuation count as proxy).
     assert len(re.findall(r"\w+|[^\w\s]", msgs[0]["content"] + user)) < 480
+
+
+def test_compact_prompt_drops_years_and_puts_the_shared_format_first() -> None:
+    history, cands = ITEMS[20:30], ITEMS[:20]
+    pairs = list(zip(default_labels(20), cands, strict=True))
+    full = render_rank_messages(history, pairs, k=10, config=MOVIE)[1]["content"]
+    compact_cfg = PromptConfig(domain="movie", compact=True)
+    user = render_rank_messages(history, pairs, k=10, config=compact_cfg)[1]["content"]
+    lines = _candidate_lines(user)
+    assert lines[0] == "[A] Toy Story — Animation, Children's, Comedy" and len(lines) == 20
+    assert not re.search(r"\(\d{4}\)", user)  # no year anywhere (history never had them)
+    # The answer format is the first line (shared by every request, so it can be cached); k comes last.
+    assert user.startswith('Answer in "[label] reason" lines, best first, reasons under 20 words.\nHistory')
+    assert user.rstrip().endswith("Pick the 10 best.")
+    one = render_rank_messages([], pairs[:2], k=1, config=compact_cfg)[1]["content"]
+    assert one.rstrip().endswith("Pick the best one.") and "no history" in one
+    # Token-count proxy: words and punctuation, digits one each (SmolLM2 spells numbers digit by digit).
+    tokens = lambda text: len(re.findall(r"\d|[^\W\d]+|[^\w\s]", text))  # noqa: E731
+    assert tokens(user) < 0.75 * tokens(full)
+    # Results and adapters record which form they were made with.
+    assert template_version(MOVIE) == TEMPLATE_VERSION
+    assert template_version(compact_cfg) == TEMPLATE_VERSION + "-compact"
 
 
 def test_answer_contract_constants() -> None:
