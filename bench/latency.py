@@ -10,7 +10,8 @@ the protocol-cand20 list (its test item + 19 unseen items) and its history befor
 vector store is needed. Sections:
 
 - scoring:     per-user latency at batch size 1 (p50/p90), without (the default) and with the
-               shared-prefix KV cache (`ranker.prefix_cache`).
+               shared-prefix KV cache (`ranker.prefix_cache`); with --compact/--compile also the default
+               prompt in eager mode, the variants alternating user by user (ratios from one run).
 - batched:     scoring users/s at batch sizes 8 and 16.
 - hybrid:      per-user latency at batch size 1 with k=5 generated reasons.
 - generative:  constrained vs unconstrained generative mode, k=5, batch size 8: valid-output rate,
@@ -60,13 +61,27 @@ def make_agent(lm: Any, dataset: Any, compact: bool = False, **ranker: Any) -> A
 
 def per_user(agent: Any, hists: list[list[str]], cands: list[list[str]], k: int) -> tuple[list[float], list[Any]]:
     """Rank users one at a time (batch size 1); wall ms per call, after one warm-up call."""
-    agent.rank_many(hists[:1], cands[:1], k)
-    ms, recs = [], []
-    for h, c in zip(hists, cands, strict=True):
-        t = time.perf_counter()
-        recs.extend(agent.rank_many([h], [c], k))
-        ms.append((time.perf_counter() - t) * 1000)
+    [(ms, recs)] = interleaved([agent], hists, cands, k)
     return ms, recs
+
+
+def interleaved(
+    agents: list[Any], hists: list[list[str]], cands: list[list[str]], k: int
+) -> list[tuple[list[float], list[Any]]]:
+    """`per_user` for several agents, alternating between them user by user.
+
+    Why: this VM's speed drifts by ~10% over minutes; alternating puts every variant under the same
+    drift, so their ratio is measured in one run.
+    """
+    for agent in agents:
+        agent.rank_many(hists[:1], cands[:1], k)  # warm-up (and, with ranker.compile, compilation)
+    out: list[tuple[list[float], list[Any]]] = [([], []) for _ in agents]
+    for h, c in zip(hists, cands, strict=True):
+        for agent, (ms, recs) in zip(agents, out, strict=True):
+            t = time.perf_counter()
+            recs.extend(agent.rank_many([h], [c], k))
+            ms.append((time.perf_counter() - t) * 1000)
+    return out
 
 
 def quality(recs: list[Any]) -> dict[str, float]:
@@ -130,14 +145,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         reqs = [agent._request(h, c, args.k, None, None) for h, c in zip(hists, cands, strict=True)]
         n_tok = [len(lm.tokenizer(prompter.prompt_text(r)[0], add_special_tokens=False)["input_ids"]) for r in reqs]
         out["prompt_tokens"] = summary([float(n) for n in n_tok])
-        for cache in (False, True):
-            agent.ranker.prefix_cache = cache
-            l0 = load1()
-            ms, recs = per_user(agent, hists, cands, args.k)
-            key = "scoring_bs1" + ("_prefix_cache" if cache else "")
-            sections[key] = {**summary(ms), **quality(recs), "prefix_tokens": agent.ranker.last_prefix_len,
+        cached = make_agent(lm, dataset, args.compact, compile=args.compile, mode="scoring", batch_size=1,
+                            prefix_cache=True)  # fmt: skip
+        variants = {"scoring_bs1": agent, "scoring_bs1_prefix_cache": cached}
+        if args.compact or args.compile:  # the default prompt, eager, as the reference of the same run
+            variants["scoring_bs1_reference"] = make_agent(lm, dataset, mode="scoring", batch_size=1)
+        l0 = load1()
+        timed = interleaved(list(variants.values()), hists, cands, args.k)
+        for (key, a), (ms, recs) in zip(variants.items(), timed, strict=True):
+            sections[key] = {**summary(ms), **quality(recs), "prefix_tokens": a.ranker.last_prefix_len,
                              "load_start": l0, "load_end": load1()}  # fmt: skip
             print(key, json.dumps(sections[key]), flush=True)
+        if "scoring_bs1_reference" in sections:
+            ref = sections["scoring_bs1_reference"]["p50_ms"]
+            sections["scoring_bs1_speedup_vs_reference"] = {
+                key: ref / sections[key]["p50_ms"] for key in ("scoring_bs1", "scoring_bs1_prefix_cache")
+            }
     if "batched" in args.sections:
         for bs in (8, 16):
             agent = make_agent(lm, dataset, args.compact, compile=args.compile, mode="scoring", batch_size=bs)
