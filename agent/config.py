@@ -80,7 +80,8 @@ class RankerConfig(_Section):
     prefix_cache: bool = Field(
         False,
         description="Scoring/hybrid: reuse the keys/values of the prompt prefix all requests share. Off by "
-        "default: on the 2-core bf16 CPU it measured slower (the cached forward needs an explicit attention mask).",
+        "default: on the 2-core bf16 CPU it measured slower with the default prompt (19 shared tokens; the "
+        "cached forward needs an explicit attention mask) and ~3% faster with prompt.compact (44 tokens).",
     )
     compile: bool = Field(
         False,

@@ -59,7 +59,7 @@ class PromptConfig(BaseModel):
     compact: bool = Field(
         False,
         description="Rank prompt without candidate years and with a one-line instruction: ~30% fewer tokens "
-        "(~350 instead of ~515 for 20 ML-100K candidates), for CPU latency. Results and adapters record it "
+        "(~380 instead of ~515 for 20 ML-100K candidates, median), for CPU latency. Results and adapters record it "
         "in their template version ('-compact'); serve an adapter with the setting it was trained with.",
     )
     domain: str = Field("item", description="What is recommended, one word: 'movie' for ML-100K.")
