@@ -212,7 +212,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     if cfg.adapter:
         model = _attach_adapter(model, cfg)
         model_id = f"{model_id}+{Path(cfg.adapter).name}"
-        meta = _adapter_meta(Path(cfg.adapter).expanduser())
+        meta = adapter_meta(Path(cfg.adapter).expanduser())
     model.eval()
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -225,7 +225,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     )  # fmt: skip
 
 
-def _adapter_meta(adapter: Path) -> dict[str, Any]:
+def adapter_meta(adapter: Path) -> dict[str, Any]:
     """What `reasonrec train` saved beside the adapter: fitted temperature, template version, ...
 
     An adapter from elsewhere (or an older run) has none: no calibration (T = 1), no template check.

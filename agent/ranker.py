@@ -26,7 +26,6 @@ from reasonrec.agent.schemas import Recommendation, Recommendations
 from reasonrec.errors import ReasonRecError
 from reasonrec.prompts.loader import (
     ANSWER_PREFIX,
-    TEMPLATE_VERSION,
     render_rank_messages,
     render_reason_messages,
     template_version,
@@ -59,11 +58,10 @@ class BatchedRanker:
         """Rank every request, `ranker.batch_size` at a time. Never raises for bad model output."""
         out: list[Recommendations] = []
         bs = self.config.ranker.batch_size
-        version = template_version(self.config.prompt)  # build_recommendations records the base version
         for start in range(0, len(requests), bs):
             batch = list(requests[start : start + bs])
             replace = self.config.ranker.grounded_reasons
-            ranked = [r.model_copy(update={"template_version": version}) for r in self._rank_batch(batch)]
+            ranked = self._rank_batch(batch)
             out.extend(mark_grounded(req, rec, replace) for req, rec in zip(batch, ranked, strict=True))
             if progress:
                 progress(len(out), len(requests))
@@ -71,6 +69,11 @@ class BatchedRanker:
 
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
         raise NotImplementedError
+
+    @property
+    def template(self) -> str:
+        """The rank template version this ranker renders (recorded in every result)."""
+        return template_version(self.config.prompt)
 
 
 class GenerativeRanker(BatchedRanker):
@@ -171,7 +174,9 @@ class GenerativeRanker(BatchedRanker):
                 "batch_size": float(len(reqs)),
                 "tokens_per_s": n_gen / max(t2 - t1, 1e-9),
             }
-            rec = build_recommendations(req, p, ANSWER_PREFIX + text, self.lm.model_id, self.mode, timings)
+            rec = build_recommendations(
+                req, p, ANSWER_PREFIX + text, self.lm.model_id, self.mode, timings, template=self.template
+            )
             if order is not None:  # entries past the model's own picks came from scoring, not retriever order
                 for r in rec.items[p.n_model :]:
                     r.source = "scoring"
@@ -279,8 +284,12 @@ def build_recommendations(
     mode: str,
     timings: dict[str, float],
     scores: dict[str, float] | None = None,
+    *,
+    template: str,
 ) -> Recommendations:
-    """Turn a parsed ranking into the public result; every item gets a non-empty reason."""
+    """Turn a parsed ranking into the public result; every item gets a non-empty reason.
+
+    `template` is the rank template version that produced it (`BatchedRanker.template`)."""
     by_id = {it.id: it for it in req.candidates}
     sims = dict(zip([c.id for c in req.candidates], req.retrieval_scores or [], strict=False))
     items = []
@@ -315,7 +324,7 @@ def build_recommendations(
         n_candidates=len(req.candidates),
         mode=mode,
         model_id=model_id,
-        template_version=TEMPLATE_VERSION,
+        template_version=template,
         valid_output=parsed.valid and echoed == 0,
         n_model=parsed.n_model,
         n_fallback=parsed.n_fallback,

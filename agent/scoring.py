@@ -253,7 +253,9 @@ class ScoringRanker(BatchedRanker):
                 "top1_agreement": s.top1_agreement,
             }
             scores = {c.id: s.probs[c.id] for c in top}
-            rec = build_recommendations(req, parsed, None, self.lm.model_id, self.mode, timings, scores)
+            rec = build_recommendations(
+                req, parsed, None, self.lm.model_id, self.mode, timings, scores, template=self.template
+            )
             rec.confidence = s.confidence
             out.append(rec)
         return out
@@ -263,7 +265,7 @@ class ScoringRanker(BatchedRanker):
         labels, _ = label_token_ids(self.lm.tokenizer, len(req.candidates))
         parsed = parse_ranking("", {lab: c.id for lab, c in zip(labels, req.candidates, strict=True)}, req.k)
         timings = {"total": (time.perf_counter() - t0) * 1000 / n, "batch_size": float(n)}
-        return build_recommendations(req, parsed, None, self.lm.model_id, self.mode, timings)
+        return build_recommendations(req, parsed, None, self.lm.model_id, self.mode, timings, template=self.template)
 
 
 class HybridRanker(ScoringRanker):

@@ -41,6 +41,7 @@ def calibrate(agent_cfg: AgentConfig, users: int = 200, seed: int = 0, batch_siz
     import torch
 
     from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.model import adapter_meta
     from reasonrec.agent.ranker import GenerativeRanker
     from reasonrec.errors import ConfigError
     from reasonrec.finetune import metrics as M
@@ -69,7 +70,7 @@ def calibrate(agent_cfg: AgentConfig, users: int = 200, seed: int = 0, batch_siz
     written = None
     if agent_cfg.model.adapter:
         meta_file = Path(agent_cfg.model.adapter).expanduser() / "reasonrec_train.json"
-        meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+        meta = adapter_meta(meta_file.parent)  # {} for an adapter from elsewhere
         meta["score_temperature"] = temp
         meta["calibration"] = {"users": users, "seed": seed, "ece_before": before["ece"], "ece_after": after["ece"]}
         tmp = meta_file.with_suffix(".json.tmp")
