@@ -53,7 +53,7 @@ def load1() -> float:
 
 
 def make_agent(lm: Any, dataset: Any, compact: bool = False, **ranker: Any) -> Any:
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
 
     return RecommenderAgent(AgentConfig(ranker=ranker, prompt={"compact": compact}), dataset=dataset, model=lm)
@@ -104,10 +104,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from reasonrec.agent.config import ModelConfig
-    from reasonrec.agent.model import load_model
-    from reasonrec.finetune.evaluate import select_users
-    from reasonrec.finetune.report import git_commit
-    from reasonrec.finetune.split import cand20_candidates, leave_one_out
+    from reasonrec.agent.model.loading import load_model
+    from reasonrec.finetune.evaluation.run import select_users
+    from reasonrec.finetune.evaluation.report import git_commit
+    from reasonrec.finetune.evaluation.split import cand20_candidates, leave_one_out
     from reasonrec.retrieval import load_ml100k
     from reasonrec.retrieval.types import natural_key
 

@@ -151,8 +151,8 @@ async def run_load(
 
 
 def main() -> None:
-    from reasonrec.agent.cli_serve import ServerProcess
-    from reasonrec.finetune.report import default_machine, git_commit
+    from reasonrec.agent.interfaces.cli_serve import ServerProcess
+    from reasonrec.finetune.evaluation.report import default_machine, git_commit
     from reasonrec.retrieval import load_ml100k
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

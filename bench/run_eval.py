@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from reasonrec.finetune.evaluate import EvalConfig, evaluate
+from reasonrec.finetune.evaluation.run import EvalConfig, evaluate
 
 CLASSICAL = ["random", "popularity", "itemknn", "retrieval", "recbole-sasrec", "recbole-bpr"]
 ALL = ["random-all", "popularity-all", "itemknn-all", "recbole-sasrec-all", "recbole-bpr-all"]

@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from reasonrec.agent.reasons import grounded_reason, opener_continuation
+from reasonrec.agent.ranking.reasons import grounded_reason, opener_continuation
 from reasonrec.finetune.config import TrainConfig
-from reasonrec.finetune.split import Split, user_seed
+from reasonrec.finetune.evaluation.split import Split, user_seed
 from reasonrec.retrieval.types import Item, natural_key
 
 Progress = Callable[[int, int], None]
@@ -83,8 +83,8 @@ def build_examples(
     Returns:
         Rank examples for each (user, position), plus about `reason_share` as many reason examples.
     """
-    from reasonrec.agent.labels import label_token_ids
-    from reasonrec.agent.ranker import RankRequest
+    from reasonrec.agent.model.labels import label_token_ids
+    from reasonrec.agent.ranking.generative import RankRequest
 
     items = agent.items
     catalogue = sorted(items, key=natural_key)

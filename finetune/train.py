@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from reasonrec.errors import ConfigError, TrainError
-from reasonrec.finetune import metrics as M
+from reasonrec.finetune.evaluation import metrics as M
 from reasonrec.finetune.checkpoint import checkpoints, load_checkpoint, save_adapter, save_checkpoint
 from reasonrec.finetune.config import TrainConfig
 from reasonrec.finetune.data import build_examples, collate, data_hash, encode, validation_lists, validation_users
@@ -67,12 +67,12 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     import torch
     from accelerate import Accelerator
 
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
-    from reasonrec.agent.model import load_model
-    from reasonrec.agent.ranker import GenerativeRanker
-    from reasonrec.finetune.baselines import ItemKNNRanker
-    from reasonrec.finetune.split import leave_one_out
+    from reasonrec.agent.model.loading import load_model
+    from reasonrec.agent.ranking.generative import GenerativeRanker
+    from reasonrec.finetune.evaluation.baselines import ItemKNNRanker
+    from reasonrec.finetune.evaluation.split import leave_one_out
     from reasonrec.prompts.loader import template_version
     from reasonrec.retrieval.types import natural_key
 
@@ -206,8 +206,8 @@ def validation_logits(
     the target's label per row, and the mean NDCG@10 of the logit order."""
     import torch
 
-    from reasonrec.agent.labels import label_token_ids
-    from reasonrec.agent.ranker import RankRequest
+    from reasonrec.agent.model.labels import label_token_ids
+    from reasonrec.agent.ranking.generative import RankRequest
 
     tok = prompter.lm.tokenizer
     scores, rows, targets = [], [], []
@@ -331,7 +331,7 @@ def _peak_memory_gb() -> float:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m reasonrec.finetune.train` = `reasonrec train` (same options)."""
-    from reasonrec.agent.cli import main as cli_main
+    from reasonrec.agent.interfaces.cli import main as cli_main
 
     sys.argv = ["reasonrec", "train", *(sys.argv[1:] if argv is None else argv)]
     cli_main()

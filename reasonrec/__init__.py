@@ -26,7 +26,7 @@ from reasonrec.errors import (  # noqa: F401  (re-exported)
 __version__ = "0.1.0"
 
 _LAZY = {
-    "RecommenderAgent": "reasonrec.agent.agent",
+    "RecommenderAgent": "reasonrec.agent.api",
     "AgentConfig": "reasonrec.agent.config",
     "Recommendations": "reasonrec.agent.schemas",
     "Recommendation": "reasonrec.agent.schemas",

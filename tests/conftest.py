@@ -85,7 +85,7 @@ def indexed_store_dir(indexed_store, retrieval_config):
 def lm():
     """The real SmolLM2-135M-Instruct, converted once into the shared model cache."""
     from reasonrec.agent.config import ModelConfig
-    from reasonrec.agent.model import load_model
+    from reasonrec.agent.model.loading import load_model
 
     return load_model(ModelConfig())
 
@@ -93,7 +93,7 @@ def lm():
 @pytest.fixture(scope="session")
 def agent(ml100k, lm, indexed_store, retrieval_config):
     """A RecommenderAgent on ML-100K sharing the session's model and indexed store."""
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
 
     return RecommenderAgent(AgentConfig(retrieval=retrieval_config), dataset=ml100k, model=lm)
@@ -105,7 +105,7 @@ def tiny_random_lm(lm):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from reasonrec.agent.model import LoadedModel
+    from reasonrec.agent.model.loading import LoadedModel
 
     torch.manual_seed(0)
     cfg = LlamaConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasonrec.agent.agent import RecommenderAgent
+from reasonrec.agent.api import RecommenderAgent
 from reasonrec.agent.config import AgentConfig
 from reasonrec.errors import ConfigError, DataError, UnknownItemError, UnknownUserError
 
@@ -114,7 +114,7 @@ def test_garbage_model_output_still_gives_k_valid_items(agent, tiny_random_lm):
     ],
 )
 def test_ungrounded_model_reasons_are_replaced_by_facts(ml100k, reason, kept):
-    from reasonrec.agent.ranker import RankRequest, mark_grounded
+    from reasonrec.agent.ranking.generative import RankRequest, mark_grounded
     from reasonrec.agent.schemas import Recommendation, Recommendations
 
     items = ml100k.items

@@ -263,7 +263,7 @@ def test_enormous_history_is_cut_to_the_context_newest_first(
     ml100k, tiny_random_lm, indexed_store, retrieval_config, mode, max_history
 ):
     """The tiny model reads 2,048 positions: every prompt fits with its answer, and shows the newest items."""
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
     from reasonrec.prompts import clean_text
 
@@ -324,7 +324,7 @@ def test_fit_history_keeps_the_newest_that_fit():
 
 def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """Run the console entry point in-process (what `reasonrec ...` runs) and return (status, out, err)."""
-    from reasonrec.agent.cli import main
+    from reasonrec.agent.interfaces.cli import main
 
     monkeypatch.setattr("sys.argv", ["reasonrec", *args])
     monkeypatch.setenv("COLUMNS", "200")

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reasonrec.agent.agent import RecommenderAgent
-from reasonrec.agent.chat import ChatConstraints, constraints_where, describe_constraints
+from reasonrec.agent.api import RecommenderAgent
+from reasonrec.agent.chat.session import ChatConstraints, constraints_where, describe_constraints
 from reasonrec.agent.config import AgentConfig, RankerConfig
-from reasonrec.agent.dialogue import parse_message
-from reasonrec.agent.sessions import SessionStore
-from reasonrec.agent.titles import ItemRef, TitleIndex, pick_option
+from reasonrec.agent.chat.dialogue import parse_message
+from reasonrec.agent.chat.store import SessionStore
+from reasonrec.agent.chat.titles import ItemRef, TitleIndex, pick_option
 from reasonrec.errors import ConfigError, UnknownItemError, UnknownSessionError, UnknownUserError
 
 ALIENS = ["183", "176", "665", "343"]  # Alien, Aliens, Alien 3, Alien: Resurrection
@@ -341,7 +341,7 @@ def test_cli_chat_scripted_then_resumed_in_the_repl(chat_agent, tmp_path, monkey
 
     from typer.testing import CliRunner
 
-    from reasonrec.agent import cli
+    from reasonrec.agent.interfaces import cli
 
     monkeypatch.setattr(cli, "make_agent", lambda cfg: chat_agent)  # reuse the session's loaded agent
     db, runner = tmp_path / "cli.sqlite3", CliRunner()

@@ -58,7 +58,7 @@ def served_catalogue(chroma_server, ml100k, tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "reasonrec.agent.cli",
+            "reasonrec.agent.interfaces.cli",
             "index",
             "--dataset",
             f"{cat},{inter}",
@@ -105,9 +105,9 @@ def test_served_recommendations_match_the_embedded_store(served_catalogue, chrom
     """The HTTP API over an agent whose store is the Chroma server (what `reasonrec serve --chroma-url` runs)."""
     from fastapi.testclient import TestClient
 
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
-    from reasonrec.agent.server import create_app
+    from reasonrec.agent.interfaces.server import create_app
 
     spec, data = served_catalogue
     ranker = {"mode": "scoring", "k": 5}  # deterministic: one forward pass

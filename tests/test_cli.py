@@ -12,7 +12,7 @@ import pytest
 
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "reasonrec.agent.cli", *args],
+        [sys.executable, "-m", "reasonrec.agent.interfaces.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -12,12 +12,12 @@ import re
 
 import pytest
 
-from reasonrec.agent.agent import RecommenderAgent
+from reasonrec.agent.api import RecommenderAgent
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
-from reasonrec.agent.labels import label_token_ids
-from reasonrec.agent.ranker import GenerativeRanker
-from reasonrec.agent.scoring import make_ranker
+from reasonrec.agent.ranking.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
+from reasonrec.agent.model.labels import label_token_ids
+from reasonrec.agent.ranking.generative import GenerativeRanker
+from reasonrec.agent.ranking.scoring import make_ranker
 from reasonrec.errors import ConfigError
 
 PROMPT = {"domain": "movie", "max_history": 3, "max_description_chars": 0}
@@ -174,7 +174,7 @@ def test_smollm2_constrained_generation_is_valid(ml100k, lm):
     recs = agent.rank(HISTORY, CANDS, k=2)
     check_grammar(recs, lm.tokenizer, CANDS, 2)
     assert recs.mode == "generative" and recs.timings["generate_ms"] > 0
-    from reasonrec.agent.reasons import reason_opener
+    from reasonrec.agent.ranking.reasons import reason_opener
 
     history = [agent.items[i] for i in HISTORY]
     model_written = [r for r in recs.items if r.reason_source == "model"]
@@ -210,7 +210,7 @@ def test_broken_model_falls_back_to_retriever_order(ml100k, lm):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from reasonrec.agent.model import LoadedModel
+    from reasonrec.agent.model.loading import LoadedModel
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)

@@ -71,7 +71,7 @@ def test_sigkilled_reasonrec_index_then_rerun(tmp_path, ml100k, embedder):
     config.write_text(json.dumps({"retrieval": retrieval}))
     args = ["index", "--dataset", f"{catalogue},{events}", "--config", str(config)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reasonrec.agent.cli", *args],
+        [sys.executable, "-m", "reasonrec.agent.interfaces.cli", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},

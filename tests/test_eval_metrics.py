@@ -7,7 +7,7 @@ import math
 import pytest
 
 from reasonrec.errors import ConfigError
-from reasonrec.finetune import metrics as M
+from reasonrec.finetune.evaluation import metrics as M
 
 RANKED = ["a", "b", "c", "d", "e"]
 

@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 
 from reasonrec.errors import ConfigError
-from reasonrec.finetune.baselines import ItemKNNRanker, PopularityRanker, RandomRanker
-from reasonrec.finetune.evaluate import EvalConfig, select_users
-from reasonrec.finetune.split import Split, UserSplit, cand20_candidates, leave_one_out
+from reasonrec.finetune.evaluation.baselines import ItemKNNRanker, PopularityRanker, RandomRanker
+from reasonrec.finetune.evaluation.run import EvalConfig, select_users
+from reasonrec.finetune.evaluation.split import Split, UserSplit, cand20_candidates, leave_one_out
 from reasonrec.retrieval.types import Dataset, Interaction, Item, natural_key
 
 
@@ -128,7 +128,7 @@ def test_eval_config_rejects_bad_values(kwargs, match):
 def test_evaluate_writes_the_protocol_json(tmp_path):
     import json
 
-    from reasonrec.finetune.evaluate import evaluate
+    from reasonrec.finetune.evaluation.run import evaluate
 
     cfg = EvalConfig(
         protocol="cand20",
@@ -164,7 +164,7 @@ def test_evaluate_writes_the_protocol_json(tmp_path):
 
 def test_evaluate_llm_scoring_row_reports_validity_and_calibration(tmp_path):
     """The real SmolLM2 on 4 users: rates, the calibration of its top-1 probabilities, the md column."""
-    from reasonrec.finetune.evaluate import evaluate
+    from reasonrec.finetune.evaluation.run import evaluate
 
     cfg = EvalConfig(
         protocol="cand20", methods=["random", "reasonrec-zeroshot-scoring"], users=4, out_dir=tmp_path, llm_k=5

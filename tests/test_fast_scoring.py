@@ -11,10 +11,10 @@ import logging
 
 import pytest
 
-from reasonrec.agent.agent import RecommenderAgent
+from reasonrec.agent.api import RecommenderAgent
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.model import CompiledForward
-from reasonrec.agent.scoring import make_ranker
+from reasonrec.agent.model.loading import CompiledForward
+from reasonrec.agent.ranking.scoring import make_ranker
 from reasonrec.prompts import TEMPLATE_VERSION
 
 PROMPT = {"domain": "movie", "max_history": 3, "max_description_chars": 0}

@@ -49,10 +49,10 @@ def agent_config_file(tmp_path_factory, indexed_store_dir):
 
 @pytest.fixture(scope="module")
 def examples(agent, ml100k):
-    from reasonrec.agent.ranker import GenerativeRanker
-    from reasonrec.finetune.baselines import ItemKNNRanker
+    from reasonrec.agent.ranking.generative import GenerativeRanker
+    from reasonrec.finetune.evaluation.baselines import ItemKNNRanker
     from reasonrec.finetune.data import build_examples
-    from reasonrec.finetune.split import leave_one_out
+    from reasonrec.finetune.evaluation.split import leave_one_out
     from reasonrec.retrieval.types import natural_key
 
     split = leave_one_out(ml100k)
@@ -63,7 +63,7 @@ def examples(agent, ml100k):
 
 
 def test_examples_use_only_train_items_and_the_serving_prompt(examples, ml100k):
-    from reasonrec.agent.ranker import RankRequest
+    from reasonrec.agent.ranking.generative import RankRequest
 
     split, cfg, exs, (agent, _, prompter) = examples
     ranks = [e for e in exs if e.kind == "rank"]
@@ -98,7 +98,7 @@ def test_examples_use_only_train_items_and_the_serving_prompt(examples, ml100k):
 
 
 def _labels(agent, n):
-    from reasonrec.agent.labels import label_token_ids
+    from reasonrec.agent.model.labels import label_token_ids
 
     return label_token_ids(agent.model.tokenizer, n)
 
@@ -115,10 +115,10 @@ def test_examples_are_deterministic_and_hashed(examples, agent):
 
 def test_target_positions_spread_over_the_list(agent, ml100k):
     """Shuffled candidates: the true item's label is not stuck at one position (position bias)."""
-    from reasonrec.agent.ranker import GenerativeRanker
-    from reasonrec.finetune.baselines import ItemKNNRanker
+    from reasonrec.agent.ranking.generative import GenerativeRanker
+    from reasonrec.finetune.evaluation.baselines import ItemKNNRanker
     from reasonrec.finetune.data import build_examples
-    from reasonrec.finetune.split import leave_one_out
+    from reasonrec.finetune.evaluation.split import leave_one_out
     from reasonrec.retrieval.types import natural_key
 
     split = leave_one_out(ml100k)
@@ -152,7 +152,7 @@ def test_loss_mask_covers_exactly_the_answer(examples, agent):
 def test_real_training_steps_save_an_adapter_the_agent_loads(tmp_path, agent_config_file, ml100k, lm):
     from safetensors.torch import load_file
 
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
     from reasonrec.finetune.train import train
     from reasonrec.prompts.loader import TEMPLATE_VERSION

@@ -95,7 +95,7 @@ HISTORY = ["50", "172", "181", "82", "222"]  # Star Wars, Empire, Jedi, Jurassic
 @pytest.fixture(scope="module")
 def attack_agent(ml100k, lm, embedder, retrieval_config):
     """ML-100K items 1-120 plus the attack items, indexed in their own collection, ranked by SmolLM2."""
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
     from reasonrec.retrieval import build_index
     from reasonrec.retrieval.types import Dataset
@@ -122,7 +122,7 @@ def _assert_inside(recs, candidates: list[str], k: int) -> None:
 
 
 def _with_ranker(agent, **ranker):
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
 
     cfg = agent.config.model_copy(update={"ranker": agent.config.ranker.model_copy(update=ranker)})
     return RecommenderAgent(cfg, dataset=agent.dataset, model=agent.model)
@@ -151,7 +151,7 @@ def test_attack_items_in_hybrid_mode(attack_agent):
 
 
 def test_a_reason_that_echoes_an_injected_request_is_not_used(ml100k):
-    from reasonrec.agent.reasons import usable_reason
+    from reasonrec.agent.ranking.reasons import usable_reason
 
     star_wars = ml100k.items["50"]
     for echoed in ("The user wants to recommend item 99999 (Z) because it is great", "Pick [B], a fine war film",
@@ -170,7 +170,7 @@ def test_malicious_query_through_retrieval(attack_agent):
 
 def test_the_prompt_keeps_its_structure_and_shows_attacks_literally(attack_agent):
     """The chat-templated prompt: 3 turns exactly, one line per candidate, instructions unchanged."""
-    from reasonrec.agent.ranker import RankRequest
+    from reasonrec.agent.ranking.generative import RankRequest
 
     ranker = attack_agent.ranker
     items = attack_agent.items
@@ -200,8 +200,8 @@ def test_the_prompt_keeps_its_structure_and_shows_attacks_literally(attack_agent
 
 def test_chat_messages_are_inert(attack_agent, tmp_path):
     """Chat messages carrying attacks go through the chat session's parser, retrieval and ranker."""
-    from reasonrec.agent.chat import open_session
-    from reasonrec.agent.sessions import SessionStore
+    from reasonrec.agent.chat.session import open_session
+    from reasonrec.agent.chat.store import SessionStore
 
     agent = _with_ranker(attack_agent, mode="scoring")
     session = open_session(agent, store=SessionStore(tmp_path / "sessions.sqlite3"))
@@ -215,7 +215,7 @@ def test_chat_messages_are_inert(attack_agent, tmp_path):
 
 
 def test_reason_opener_names_the_closest_history_item_or_a_genre():
-    from reasonrec.agent.reasons import closest_history, is_grounded, natural_title, opener_continuation, reason_opener
+    from reasonrec.agent.ranking.reasons import closest_history, is_grounded, natural_title, opener_continuation, reason_opener
 
     noir = Item(id="1", title="Maltese Falcon, The (1941)", year=1941, genres=("Film-Noir", "Mystery"))
     comedy = Item(id="2", title="Airplane!", year=1980, genres=("Comedy",))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reasonrec.agent.server import BackgroundServer, create_app
+from reasonrec.agent.interfaces.server import BackgroundServer, create_app
 
 
 def _load_bench():
@@ -26,7 +26,7 @@ def _load_bench():
 
 @pytest.fixture(scope="module")
 def scoring_agent(ml100k, lm, indexed_store, retrieval_config):
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig, RankerConfig
 
     return RecommenderAgent(

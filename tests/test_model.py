@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from reasonrec.agent.config import ModelConfig
-from reasonrec.agent.labels import label_token_ids
-from reasonrec.agent.model import load_model, resolve_model_path
+from reasonrec.agent.model.labels import label_token_ids
+from reasonrec.agent.model.loading import load_model, resolve_model_path
 from reasonrec.errors import ModelError
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from reasonrec.agent.parser import parse_ranking
+from reasonrec.prompts.parser import parse_ranking
 from reasonrec.errors import ConfigError
 
 # ML-100K ids, in retriever order (the fallback order).

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_parser import CANDS, TITLES  # the same five ML-100K candidates as the example-based tests
 
-from reasonrec.agent.parser import ParsedRanking, parse_ranking
+from reasonrec.prompts.parser import ParsedRanking, parse_ranking
 from reasonrec.errors import ConfigError
 
 FRAGMENTS = [
@@ -135,7 +135,7 @@ def test_caller_arguments_raise_only_config_error(
 )
 def test_noise_model_output_stays_inside_the_candidates(ranker, ml100k, tiny_random_lm, retrieval_config):
     """A random-weight model, sampled at temperature 1.5, through the real ranker: 4 users in one batch."""
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
 
     cfg = AgentConfig.build(

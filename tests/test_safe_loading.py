@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from reasonrec.agent.config import ModelConfig
-from reasonrec.agent.model import load_model
+from reasonrec.agent.model.loading import load_model
 from reasonrec.errors import ModelError
 
 ROOT = Path(__file__).resolve().parents[1]

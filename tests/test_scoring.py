@@ -11,11 +11,11 @@ import dataclasses
 
 import pytest
 
-from reasonrec.agent.agent import RecommenderAgent
+from reasonrec.agent.api import RecommenderAgent
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.labels import label_token_ids
-from reasonrec.agent.ranker import GenerativeRanker
-from reasonrec.agent.scoring import (
+from reasonrec.agent.model.labels import label_token_ids
+from reasonrec.agent.ranking.generative import GenerativeRanker
+from reasonrec.agent.ranking.scoring import (
     HybridRanker,
     ScoringRanker,
     clean_reason,
@@ -165,7 +165,7 @@ def test_hybrid_gives_k_items_with_reasons(ml100k, lm):
 @pytest.mark.slow
 def test_hybrid_reasons_continue_a_grounded_opener(ml100k, lm):
     """The real SmolLM2 continues "Like <closest history title>, it": its reasons name that title."""
-    from reasonrec.agent.reasons import closest_history, is_grounded, natural_title, reason_opener
+    from reasonrec.agent.ranking.reasons import closest_history, is_grounded, natural_title, reason_opener
 
     agent = make_agent(ml100k, lm, mode="hybrid", reason_max_new_tokens=16)
     recs = agent.rank(HISTORY, CANDS[:6], k=3)

@@ -12,14 +12,14 @@ import json
 import httpx
 import pytest
 
-from reasonrec.agent.cli_serve import ServerProcess
-from reasonrec.agent.server import BackgroundServer, ModelGate, create_app
+from reasonrec.agent.interfaces.cli_serve import ServerProcess
+from reasonrec.agent.interfaces.server import BackgroundServer, ModelGate, create_app
 from reasonrec.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
 def scoring_agent(ml100k, lm, indexed_store, retrieval_config):
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig, RankerConfig
 
     return RecommenderAgent(
@@ -29,7 +29,7 @@ def scoring_agent(ml100k, lm, indexed_store, retrieval_config):
 
 @pytest.fixture(scope="module")
 def client(scoring_agent, tmp_path_factory):
-    from reasonrec.agent.sessions import SessionStore
+    from reasonrec.agent.chat.store import SessionStore
 
     store = SessionStore(tmp_path_factory.mktemp("sessions") / "sessions.sqlite3")
     with BackgroundServer(create_app(scoring_agent, store=store, max_queue=8)) as srv:

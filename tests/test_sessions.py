@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from reasonrec.agent.sessions import ChatConstraints, ChatTurn, SessionState, SessionStore
-from reasonrec.agent.titles import ItemRef
+from reasonrec.agent.chat.store import ChatConstraints, ChatTurn, SessionState, SessionStore
+from reasonrec.agent.chat.titles import ItemRef
 from reasonrec.errors import DataError, UnknownSessionError
 
 
@@ -102,7 +102,7 @@ def test_a_process_killed_mid_write_leaves_the_previous_state(store):
     # The child writes the new state row, then is SIGKILLed before the turn row and the COMMIT.
     script = f"""
 import os, signal
-from reasonrec.agent.sessions import SessionStore, ChatTurn
+from reasonrec.agent.chat.store import SessionStore, ChatTurn
 store = SessionStore({str(store.path)!r})
 state = store.load({state.id!r})
 state.liked = ["50"]

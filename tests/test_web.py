@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reasonrec.agent.server import BackgroundServer, create_app
+from reasonrec.agent.interfaces.server import BackgroundServer, create_app
 
 K = 5
 
@@ -56,9 +56,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(ml100k, lm, indexed_store, retrieval_config, tmp_path_factory):
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig, RankerConfig
-    from reasonrec.agent.sessions import SessionStore
+    from reasonrec.agent.chat.store import SessionStore
 
     agent = RecommenderAgent(
         AgentConfig(retrieval=retrieval_config, ranker=RankerConfig(mode="scoring")), dataset=ml100k, model=lm

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from reasonrec.agent.titles import POSITION, ItemRef, TitleIndex, TitleMatch, clause, pick_option, position_index
+from reasonrec.agent.chat.titles import POSITION, ItemRef, TitleIndex, TitleMatch, clause, pick_option, position_index
 
 __all__ = ["DialogueAct", "ItemRef", "TitleIndex", "TitleMatch", "parse_message", "pick_option"]
 

@@ -1,7 +1,7 @@
 """`reasonrec train`: fine-tune a LoRA adapter (QLoRA on CUDA) with progress, checkpoints and resume;
 `reasonrec calibrate`: fit the scoring softmax temperature of a model or adapter.
 
-Registered on the main CLI app by `reasonrec.agent.cli`; `python -m reasonrec.finetune.train` runs it too.
+Registered on the main CLI app by `reasonrec.agent.interfaces.cli`; `python -m reasonrec.finetune.train` runs it too.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from reasonrec.agent.cli import app, console, err_console
+from reasonrec.agent.interfaces.cli import app, console, err_console
 
 
 @app.command()

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.model import LoadedModel
-from reasonrec.agent.ranker import RankRequest
+from reasonrec.agent.model.loading import LoadedModel
+from reasonrec.agent.ranking.generative import RankRequest
 from reasonrec.agent.schemas import Recommendations
-from reasonrec.agent.scoring import Ranker, make_ranker
+from reasonrec.agent.ranking.scoring import Ranker, make_ranker
 from reasonrec.errors import ConfigError, DataError, UnknownItemError
 from reasonrec.retrieval.types import Dataset, Item
 
@@ -110,7 +110,7 @@ class RecommenderAgent:
     @property
     def model(self) -> LoadedModel:
         if self._model is None:
-            from reasonrec.agent.model import load_model
+            from reasonrec.agent.model.loading import load_model
 
             self._model = load_model(self.config.model)
         return self._model
@@ -197,12 +197,12 @@ class RecommenderAgent:
             store: a `SessionStore`; default `reasonrec.paths.home()/sessions.sqlite3`.
 
         Returns:
-            ChatSession (see `reasonrec.agent.chat`).
+            ChatSession (see `reasonrec.agent.chat.session`).
 
         Raises:
             UnknownSessionError: unknown `session_id`. UnknownUserError: unknown `user_id`.
         """
-        from reasonrec.agent.chat import open_session
+        from reasonrec.agent.chat.session import open_session
 
         return open_session(self, session_id=session_id, user_id=user_id, store=store)
 

@@ -17,11 +17,11 @@ from functools import lru_cache
 from typing import Any
 
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
-from reasonrec.agent.labels import label_token_ids
-from reasonrec.agent.model import LoadedModel
-from reasonrec.agent.parser import ParsedEntry, ParsedRanking, parse_ranking
-from reasonrec.agent.reasons import grounded_reason, is_grounded, reason_opener, usable_reason
+from reasonrec.agent.ranking.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
+from reasonrec.agent.model.labels import label_token_ids
+from reasonrec.agent.model.loading import LoadedModel
+from reasonrec.prompts.parser import ParsedEntry, ParsedRanking, parse_ranking
+from reasonrec.agent.ranking.reasons import grounded_reason, is_grounded, reason_opener, usable_reason
 from reasonrec.agent.schemas import Recommendation, Recommendations
 from reasonrec.errors import ReasonRecError
 from reasonrec.prompts.loader import (

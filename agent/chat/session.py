@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from reasonrec.agent.dialogue import DialogueAct, parse_message, pick_option
+from reasonrec.agent.chat.dialogue import DialogueAct, parse_message, pick_option
 from reasonrec.agent.schemas import Recommendations
-from reasonrec.agent.sessions import (
+from reasonrec.agent.chat.store import (
     ChatConstraints,
     ChatTurn,
     PendingChoice,
@@ -37,11 +37,11 @@ from reasonrec.agent.sessions import (
     constraints_where,
     describe_constraints,
 )
-from reasonrec.agent.titles import ItemRef, TitleIndex, front_article
+from reasonrec.agent.chat.titles import ItemRef, TitleIndex, front_article
 from reasonrec.errors import ConfigError, DataError, UnknownItemError, UnknownSessionError
 
 if TYPE_CHECKING:
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
 
 __all__ = [
     "ChatConstraints", "ChatSession", "ChatTurn", "ItemRef", "SessionState", "SessionStore", "UnknownSessionError",

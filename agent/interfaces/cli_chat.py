@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from reasonrec.agent import cli
+from reasonrec.agent.interfaces import cli
 from reasonrec.errors import ReasonRecError
 
 _HELP = "/like N, /dislike N (item N of the last list), /state, /quit"
@@ -50,8 +50,8 @@ def chat(
 
     Example: reasonrec chat --user 196 -m "a comedy from the 80s" -m "no romance"
     """
-    from reasonrec.agent.chat import open_session
-    from reasonrec.agent.sessions import SessionStore
+    from reasonrec.agent.chat.session import open_session
+    from reasonrec.agent.chat.store import SessionStore
 
     agent = cli.make_agent(cli.build_config(config, model, adapter, dataset, chroma_url, store, mode=mode))
     db = SessionStore(sessions) if sessions else None

@@ -1,6 +1,6 @@
 """`evaluate(EvalConfig)`: run the protocols of shared/protocols.md and write bench/results/<name>.*
 
-    from reasonrec.finetune.evaluate import EvalConfig, evaluate
+    from reasonrec.finetune.evaluation.run import EvalConfig, evaluate
     report = evaluate(EvalConfig(protocol="cand20", methods=["popularity", "itemknn"], users=100))
 
 Every method is "a ranker that reorders a given candidate list" (finetune/baselines.py for the classical
@@ -26,9 +26,9 @@ import numpy as np
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from reasonrec.agent.config import Buildable
-from reasonrec.finetune import metrics as M
-from reasonrec.finetune.baselines import build_ranker
-from reasonrec.finetune.report import (
+from reasonrec.finetune.evaluation import metrics as M
+from reasonrec.finetune.evaluation.baselines import build_ranker
+from reasonrec.finetune.evaluation.report import (
     EvalReport,
     MethodResult,
     default_machine,
@@ -36,7 +36,7 @@ from reasonrec.finetune.report import (
     merge_previous,
     write_all,
 )
-from reasonrec.finetune.split import Split, cand20_candidates, leave_one_out
+from reasonrec.finetune.evaluation.split import Split, cand20_candidates, leave_one_out
 from reasonrec.retrieval.types import natural_key
 
 Progress = Callable[[str, int, int], None]  # (task description, done, total)
@@ -154,7 +154,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
         ConfigError: a bad option, or RecBole rows requested before bench/recbole_peer.py ran.
         DataError / RetrievalError / ModelError: the dataset, the store or the model failed.
     """
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
 
     notes: list[str] = []

@@ -35,7 +35,7 @@ from reasonrec.errors import ConfigError, ReasonRecError, UnknownItemError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
 
 STATIC_DIR = Path(__file__).parent / "static"
 # uvicorn's default keep-alive (5 s) equals httpx's idle expiry: a client reusing a connection just as the
@@ -280,7 +280,7 @@ def create_app(agent: RecommenderAgent, store: Any = None, max_queue: int = 8) -
 
 def _add_session_routes(app: FastAPI, agent: RecommenderAgent, gate: ModelGate, store: Any) -> None:
     """Chat sessions: create, read, send a message, thumbs up/down. Every turn is persisted first."""
-    from reasonrec.agent.sessions import ChatTurn, SessionState, SessionStore
+    from reasonrec.agent.chat.store import ChatTurn, SessionState, SessionStore
 
     if store is None:
         from reasonrec import paths
@@ -358,10 +358,10 @@ class BackgroundServer:
         self._thread.join(timeout=10)
 
 
-if __name__ == "__main__":  # python -m reasonrec.agent.server [options] == reasonrec serve [options]
+if __name__ == "__main__":  # python -m reasonrec.agent.interfaces.server [options] == reasonrec serve [options]
     import sys
 
-    from reasonrec.agent.cli import main
+    from reasonrec.agent.interfaces.cli import main
 
     sys.argv[1:1] = ["serve"]
     main()

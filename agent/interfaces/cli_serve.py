@@ -2,9 +2,9 @@
 
     reasonrec serve                                   # http://127.0.0.1:8000/ (chat), /docs (OpenAPI)
     reasonrec serve --mode scoring --port 8080 --sessions ./sessions.sqlite3 --max-queue 8
-    python -m reasonrec.agent.server --port 8080     # the same command
+    python -m reasonrec.agent.interfaces.server --port 8080     # the same command
 
-Registered on `reasonrec.agent.cli.app` when `reasonrec.agent.cli` is imported.
+Registered on `reasonrec.agent.interfaces.cli.app` when `reasonrec.agent.interfaces.cli` is imported.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from reasonrec.agent.cli import (
+from reasonrec.agent.interfaces.cli import (
     AdapterOpt,
     ChromaOpt,
     ConfigOpt,
@@ -64,7 +64,7 @@ def serve(
     """
     import uvicorn
 
-    from reasonrec.agent.server import KEEP_ALIVE_S, create_app, warm_up
+    from reasonrec.agent.interfaces.server import KEEP_ALIVE_S, create_app, warm_up
 
     cfg = build_config(config, model, adapter, dataset, chroma_url, store, mode=mode, k=k)
     if threads is not None:
@@ -75,7 +75,7 @@ def serve(
         warm_up(agent)
     session_store = None
     if sessions is not None:
-        from reasonrec.agent.sessions import SessionStore
+        from reasonrec.agent.chat.store import SessionStore
 
         session_store = SessionStore(sessions)
     api = create_app(agent, store=session_store, max_queue=max_queue)
@@ -83,10 +83,10 @@ def serve(
     uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=KEEP_ALIVE_S)
 
 
-# `python -m reasonrec.agent.cli` runs cli.py as `__main__`, a second module with its own `app`;
+# `python -m reasonrec.agent.interfaces.cli` runs cli.py as `__main__`, a second module with its own `app`;
 # register there too so that `serve` exists however the CLI was started.
 _main = sys.modules.get("__main__")
-if getattr(getattr(_main, "__spec__", None), "name", None) == "reasonrec.agent.cli" and hasattr(_main, "app"):
+if getattr(getattr(_main, "__spec__", None), "name", None) == "reasonrec.agent.interfaces.cli" and hasattr(_main, "app"):
     _main.app.command()(serve)
 
 
@@ -126,7 +126,7 @@ class ServerProcess:
         Raises:
             ConfigError: it exited or did not answer within `startup_timeout_s` (the log says why).
         """
-        cmd = [sys.executable, "-m", "reasonrec.agent.server", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "reasonrec.agent.interfaces.server", "--host", "127.0.0.1", "--port", str(self.port)]
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
         self.proc = subprocess.Popen([*cmd, *self.args], stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
         deadline = time.monotonic() + self.startup_timeout_s

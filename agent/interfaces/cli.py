@@ -91,7 +91,7 @@ def progress_bar() -> Progress:
 
 
 def make_agent(cfg: Any) -> Any:
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
 
     return RecommenderAgent(cfg)
 
@@ -243,8 +243,8 @@ def evaluate(
 
     Example: reasonrec evaluate --protocol cand20 --methods popularity,itemknn,reasonrec-zeroshot-generative --users 200
     """
-    from reasonrec.finetune.evaluate import EvalConfig
-    from reasonrec.finetune.evaluate import evaluate as run_evaluation
+    from reasonrec.finetune.evaluation.run import EvalConfig
+    from reasonrec.finetune.evaluation.run import evaluate as run_evaluation
 
     fields = {
         "protocol": protocol,
@@ -321,9 +321,9 @@ def main() -> None:
         sys.exit(2)
 
 
-from reasonrec.agent import cli_chat  # noqa: E402,F401,I001  (registers `reasonrec chat`: the terminal chat)
-from reasonrec.agent import cli_serve  # noqa: E402,F401  (registers `reasonrec serve`: HTTP API + web chat)
-from reasonrec.finetune import cli_train  # noqa: E402,F401  (registers `reasonrec train`: LoRA fine-tuning)
+from reasonrec.agent.interfaces import cli_chat  # noqa: E402,F401,I001  (registers `reasonrec chat`: the terminal chat)
+from reasonrec.agent.interfaces import cli_serve  # noqa: E402,F401  (registers `reasonrec serve`: HTTP API + web chat)
+from reasonrec.agent.interfaces import cli_train  # noqa: E402,F401  (registers `reasonrec train`: LoRA fine-tuning)
 
 if __name__ == "__main__":
     main()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from reasonrec.agent.parser import ParsedEntry, ParsedRanking
+from reasonrec.prompts.parser import ParsedEntry, ParsedRanking
 from reasonrec.errors import ConfigError, ModelError
 from reasonrec.prompts.loader import ANSWER_PREFIX, clean_text
 

@@ -26,18 +26,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.labels import label_token_ids
-from reasonrec.agent.model import CompiledForward, LoadedModel
-from reasonrec.agent.parser import ParsedEntry, ParsedRanking, parse_ranking
-from reasonrec.agent.prefix import SharedPrefix
-from reasonrec.agent.ranker import (
+from reasonrec.agent.model.labels import label_token_ids
+from reasonrec.agent.model.loading import CompiledForward, LoadedModel
+from reasonrec.prompts.parser import ParsedEntry, ParsedRanking, parse_ranking
+from reasonrec.agent.ranking.prefix import SharedPrefix
+from reasonrec.agent.ranking.generative import (
     BatchedRanker,
     GenerativeRanker,
     RankRequest,
     build_recommendations,
     reason_token_budget,
 )
-from reasonrec.agent.reasons import usable_reason
+from reasonrec.agent.ranking.reasons import usable_reason
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, ReasonRecError
 from reasonrec.prompts.loader import template_version

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from reasonrec.errors import ConfigError, DataError
-from reasonrec.finetune.split import Split, user_seed
+from reasonrec.finetune.evaluation.split import Split, user_seed
 from reasonrec.retrieval.types import natural_key
 
 
@@ -202,7 +202,7 @@ def build_ranker(
     """The ranker of one method name (a `-all` suffix changes the candidates, not the ranker).
 
     Args:
-        method: a name from `reasonrec.finetune.evaluate.valid_methods`.
+        method: a name from `reasonrec.finetune.evaluation.run.valid_methods`.
         protocol: "full" (retrieval keeps the retriever's order) or "cand20" (retrieval scores by cosine).
         split: the leave-one-out split (train-side statistics; RecBole split check).
         agent: a RecommenderAgent: its dataset, and its candidate source for the retrieval row.
@@ -242,7 +242,7 @@ def build_ranker(
         if check["n_mismatch"]:
             raise ConfigError(f"{name}: RecBole's split differs from ours for {check['n_mismatch']} users")
         return ranker, meta
-    from reasonrec.agent.agent import RecommenderAgent
+    from reasonrec.agent.api import RecommenderAgent
 
     _, kind, mode = method.split("-", 2)  # reasonrec-<zeroshot|lora>-<mode>
     cfg = agent_cfg.model_copy(deep=True)

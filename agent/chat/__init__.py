@@ -1,0 +1,1 @@
+"""Conversational recommendation: message parsing, titles, the chat session and its SQLite store."""
