@@ -15,7 +15,8 @@ the functions that need them.
 from __future__ import annotations
 
 from .candidates import Candidate, CandidateGenerator, CandidateSource, build_index
-from .config import DEFAULT_EMBEDDING_MODEL, RetrievalConfig
+from .config import DEFAULT_EMBEDDING_MODEL, CooccurrenceConfig, RetrievalConfig
+from .cooccurrence import CooccurrenceSource, Evidence
 from .embed import Embedder
 from .loaders import (
     load_catalogue,
@@ -32,8 +33,11 @@ __all__ = [
     "Candidate",
     "CandidateGenerator",
     "CandidateSource",
+    "CooccurrenceConfig",
+    "CooccurrenceSource",
     "Dataset",
     "Embedder",
+    "Evidence",
     "Hit",
     "Interaction",
     "Item",

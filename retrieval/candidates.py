@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from reasonrec.errors import ConfigError, DataError, UnknownItemError
 
@@ -25,12 +25,18 @@ QUERY_WEIGHT = 0.5  # share of the free-text query in a mixed profile (the histo
 
 
 class Candidate(BaseModel):
-    """An item proposed for ranking, with its cosine similarity to the profile."""
+    """An item proposed for ranking, with its source's score (cosine similarity for the text source).
+
+    A fused candidate (`FusedSource`) also carries each source's own score and 1-based rank; a source
+    that did not propose the item is absent from both dicts.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     item_id: str
     score: float
+    scores: dict[str, float] = Field(default_factory=dict, description="Per-source score, e.g. {'collaborative': 3.1}.")
+    ranks: dict[str, int] = Field(default_factory=dict, description="Per-source 1-based rank.")
 
 
 @runtime_checkable
