@@ -20,8 +20,8 @@ from typing import Any
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.loading import LoadedModel
 from reasonrec.agent.ranking.generative import RankRequest
-from reasonrec.agent.schemas import Recommendations
 from reasonrec.agent.ranking.scoring import Ranker, make_ranker
+from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, DataError, UnknownItemError
 from reasonrec.retrieval.types import Dataset, Item
 

@@ -44,8 +44,8 @@ def calibrate(agent_cfg: AgentConfig, users: int = 200, seed: int = 0, batch_siz
     from reasonrec.agent.model.loading import adapter_meta
     from reasonrec.agent.ranking.generative import GenerativeRanker
     from reasonrec.errors import ConfigError
-    from reasonrec.finetune.evaluation import metrics as M
     from reasonrec.finetune.data import validation_lists, validation_users
+    from reasonrec.finetune.evaluation import metrics as M
     from reasonrec.finetune.evaluation.split import leave_one_out
     from reasonrec.finetune.train import fit_temperature, validation_logits
     from reasonrec.retrieval.types import natural_key

@@ -23,10 +23,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from reasonrec.errors import ConfigError, TrainError
-from reasonrec.finetune.evaluation import metrics as M
 from reasonrec.finetune.checkpoint import checkpoints, load_checkpoint, save_adapter, save_checkpoint
 from reasonrec.finetune.config import TrainConfig
 from reasonrec.finetune.data import build_examples, collate, data_hash, encode, validation_lists, validation_users
+from reasonrec.finetune.evaluation import metrics as M
 
 Progress = Callable[[str, int, int, dict], None]  # (stage, done, total, figures)
 _RESUME_KEYS_FREE = {"max_steps", "eval_every", "save_every", "keep_checkpoints", "num_threads", "output_dir"}

@@ -25,6 +25,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reasonrec.errors import ConfigError
+from reasonrec.text import cut_at_word
 
 # Recorded with every result and adapter; bump when the template text or the sanitising changes.
 TEMPLATE_VERSION = "rank-v1"
@@ -150,14 +151,7 @@ def clean_text(value: object, limit: int | None = None) -> str:
     )
     s = _SPECIAL_RE.sub(lambda m: "(" if m.group() == "<|" else ")", s.translate(_BRACKETS))
     s = " ".join(s.split())
-    if limit is not None and len(s) > limit:
-        if limit < 2:
-            return s[:limit]
-        cut = s[: limit - 1]
-        if " " in cut[limit // 2 :]:
-            cut = cut[: cut.rindex(" ")]
-        s = cut.rstrip(" ,;:-") + "…"
-    return s
+    return cut_at_word(s, limit) if limit is not None else s
 
 
 def _field(item: Any, name: str) -> Any:

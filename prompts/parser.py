@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict
 
 from reasonrec.errors import ConfigError
+from reasonrec.text import cut_at_word, front_article
 
 # Model output is bounded by max_new_tokens; anything longer is cut so that parsing stays linear-ish.
 MAX_TEXT_CHARS = 65_536
@@ -39,7 +40,6 @@ _PREFILLED_RE = re.compile(r"\s*[A-Za-z0-9]{1,4}\s*\]")
 _JSON_START_RE = re.compile(r"\{|\[(?=\s*[\[{\"])")
 _SPLIT_RE = re.compile(r"\s+[-–—:|]+\s+|:\s+|\s+\(because|\.\s+")
 _YEAR_RE = re.compile(r"\s*\(\s*\d{4}\s*\)\s*$")
-_ARTICLE_RE = re.compile(r"^(.*),\s*(the|a|an|il|la|le|les|l'|el|los|das|der|die|den)$", re.IGNORECASE)
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`", "„": "“"}
 
 
@@ -208,8 +208,8 @@ def _title_keys(title: str) -> list[str]:
     """Lookup keys, most specific first: with year, without year, with a trailing article moved."""
     t = unicodedata.normalize("NFKC", title).strip().strip("*_\"'“”")
     no_year = _YEAR_RE.sub("", t)
-    m = _ARTICLE_RE.match(no_year)
-    variants = [t, no_year] + ([f"{m.group(2)} {m.group(1)}"] if m else [])
+    fronted = front_article(no_year)
+    variants = [t, no_year] + ([fronted] if fronted != no_year else [])
     keys = []
     for v in variants:
         key = " ".join(re.sub(r"[\W_]+", " ", v.casefold()).split())
@@ -386,9 +386,5 @@ def _clean_reason(reason: Any, max_chars: int) -> str | None:
         r = r[1:-1].strip()
     if r[:1] in _QUOTES and _QUOTES[r[0]] not in r[1:]:  # opening quote of a cut-off answer
         r = r[1:].strip()
-    if len(r) > max_chars:
-        cut = r[:max_chars]
-        if " " in cut[max_chars // 2 :]:
-            cut = cut[: cut.rindex(" ")]
-        r = cut.rstrip(" ,;:-")
+    r = cut_at_word(r, max_chars, ellipsis="")
     return r if _has_words(r) else None

@@ -18,31 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from reasonrec.agent.chat.titles import POSITION, ItemRef, TitleIndex, TitleMatch, clause, pick_option, position_index
+from reasonrec.text import GENRE_SYNONYMS
 
 __all__ = ["DialogueAct", "ItemRef", "TitleIndex", "TitleMatch", "parse_message", "pick_option"]
 
 
-# Synonyms -> canonical ML-100K genre names; a catalogue's own genre names are always recognised too.
-GENRE_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "Action": ("action", "action-packed", "actions"),
-    "Adventure": ("adventure", "adventures", "adventurous"),
-    "Animation": ("animation", "animated", "cartoon", "cartoons", "anime"),
-    "Children's": ("children's", "childrens", "children", "kids", "kid", "family", "for kids"),
-    "Comedy": ("comedy", "comedies", "funny", "funnier", "humor", "humour", "hilarious", "comic", "laughs", "lighter"),
-    "Crime": ("crime", "gangster", "gangsters", "heist", "mafia", "mob"),
-    "Documentary": ("documentary", "documentaries", "docs"),
-    "Drama": ("drama", "dramas", "dramatic"),
-    "Fantasy": ("fantasy", "magic", "magical"),
-    "Film-Noir": ("film-noir", "film noir", "noir"),
-    "Horror": ("horror", "horrors", "scary", "scarier", "spooky", "creepy", "frightening", "slasher"),
-    "Musical": ("musical", "musicals"),
-    "Mystery": ("mystery", "mysteries", "whodunit", "detective"),
-    "Romance": ("romance", "romances", "romantic", "love story", "love stories"),
-    "Sci-Fi": ("sci-fi", "scifi", "sci fi", "science fiction", "science-fiction"),
-    "Thriller": ("thriller", "thrillers", "suspense", "suspenseful"),
-    "War": ("war", "war film", "war movie"),
-    "Western": ("western", "westerns", "cowboy", "cowboys"),
-}
 _PAIRS = {"rom-com": ("Romance", "Comedy"), "romcom": ("Romance", "Comedy"), "romantic comedy": ("Romance", "Comedy")}
 _NEGATION = re.compile(
     r"\b(?:no|not|without|nothing|none|exclude|excluding|except|skip|avoid|hate|less|minus|never|"

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reasonrec.agent.chat.dialogue import DialogueAct, parse_message, pick_option
-from reasonrec.agent.schemas import Recommendations
 from reasonrec.agent.chat.store import (
     ChatConstraints,
     ChatTurn,
@@ -38,6 +37,7 @@ from reasonrec.agent.chat.store import (
     describe_constraints,
 )
 from reasonrec.agent.chat.titles import ItemRef, TitleIndex, front_article
+from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, DataError, UnknownItemError, UnknownSessionError
 
 if TYPE_CHECKING:

@@ -25,8 +25,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from reasonrec.agent.schemas import Recommendations
 from reasonrec.agent.chat.titles import ItemRef
+from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import DataError, UnknownSessionError
 
 _M = TypeVar("_M", bound=BaseModel)

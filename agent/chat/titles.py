@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from reasonrec.retrieval.types import Item, natural_key
+from reasonrec.text import ARTICLES, front_article
 
 MAX_OPTIONS = 8
 FUZZY_CUTOFF = 0.82  # difflib ratio; below it "alien" would match "alice" style neighbours
-_ARTICLES = ("the", "a", "an", "les", "la", "le", "l'", "il", "das", "der", "die", "el")
-_TRAILING_ARTICLE = re.compile(r"^(.*\S),\s+(The|A|An|Les|La|Le|L'|Il|Das|Der|Die|El)$", re.I)
 _ALT = re.compile(r"^(.*\S)\s+\(([^()]+)\)$")
 _TOKEN = re.compile(r"[a-z0-9]+")
 _ROMAN = frozenset("ii iii iv v vi vii viii ix x".split())
@@ -70,17 +69,11 @@ class _Entry:
     colon_at: int  # words before the first ':' (a subtitle), or -1
 
 
-def front_article(title: str) -> str:
-    """'Usual Suspects, The' -> 'The Usual Suspects'; 'Godfather: Part II, The' -> 'The Godfather: Part II'."""
-    m = _TRAILING_ARTICLE.match(title.strip())
-    return f"{m.group(2)} {m.group(1)}" if m else title.strip()
-
-
 def title_words(text: str) -> tuple[str, ...]:
     """Match key of a title or phrase: lowercase word tokens without a leading article."""
     text = front_article(text).lower().replace("&", " and ").replace("'", "")
     words = _TOKEN.findall(text)
-    return tuple(words[1:] if len(words) > 1 and words[0] in _ARTICLES else words)
+    return tuple(words[1:] if len(words) > 1 and words[0] in ARTICLES else words)
 
 
 class TitleIndex:

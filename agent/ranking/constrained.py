@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from reasonrec.prompts.parser import ParsedEntry, ParsedRanking
 from reasonrec.errors import ConfigError, ModelError
 from reasonrec.prompts.loader import ANSWER_PREFIX, clean_text
+from reasonrec.prompts.parser import ParsedEntry, ParsedRanking
 
 # Characters a reason token may not contain: line structure ("\n", "[", "]") and what a copied
 # candidate line needs ("(1995) — Comedy"); usable_reason() rejects such echoes anyway.

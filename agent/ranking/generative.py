@@ -17,10 +17,9 @@ from functools import lru_cache
 from typing import Any
 
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.ranking.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
 from reasonrec.agent.model.labels import label_token_ids
 from reasonrec.agent.model.loading import LoadedModel
-from reasonrec.prompts.parser import ParsedEntry, ParsedRanking, parse_ranking
+from reasonrec.agent.ranking.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
 from reasonrec.agent.ranking.reasons import grounded_reason, is_grounded, reason_opener, usable_reason
 from reasonrec.agent.schemas import Recommendation, Recommendations
 from reasonrec.errors import ReasonRecError
@@ -30,6 +29,7 @@ from reasonrec.prompts.loader import (
     render_reason_messages,
     template_version,
 )
+from reasonrec.prompts.parser import ParsedEntry, ParsedRanking, parse_ranking
 from reasonrec.retrieval.types import Item
 
 log = logging.getLogger(__name__)

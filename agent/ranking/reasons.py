@@ -10,6 +10,8 @@ import re
 from collections.abc import Sequence
 from typing import Protocol
 
+from reasonrec.text import natural_title, title_core
+
 
 class _ItemLike(Protocol):
     title: str
@@ -67,13 +69,6 @@ def closest_history(item: _ItemLike, history: Sequence[_ItemLike]) -> tuple[_Ite
         if sim > best_sim:
             best, shared, best_sim = h, common, sim
     return best, shared
-
-
-def natural_title(title: str) -> str:
-    """'Usual Suspects, The (1995)' -> 'The Usual Suspects': how a sentence names a catalogue title."""
-    t = re.sub(r"\s*\(\d{4}\)\s*$", "", title).strip()
-    m = re.match(r"^(.*),\s*(The|A|An)$", t)
-    return f"{m.group(2)} {m.group(1)}" if m else t
 
 
 def reason_opener(item: _ItemLike, history: Sequence[_ItemLike], domain: str) -> str:
@@ -144,13 +139,6 @@ _GENRE_WORDS = {
 }
 
 
-def _title_core(title: str) -> str:
-    """'Usual Suspects, The (1995)' -> 'usual suspects': what a sentence would call the item."""
-    t = re.sub(r"\s*\(\d{4}\)\s*$", "", title).strip()
-    t = re.sub(r",\s*(The|A|An|Les|La|Le|Il|Das|Der|Die)$", "", t, flags=re.I)
-    return " ".join(re.findall(r"[a-z0-9']+", t.lower()))
-
-
 def is_grounded(reason: str, item: _ItemLike, history: Sequence[_ItemLike]) -> bool:
     """Whether a reason cites a fact: a real history title, or a real genre or year of `item`.
 
@@ -164,7 +152,7 @@ def is_grounded(reason: str, item: _ItemLike, history: Sequence[_ItemLike]) -> b
     text = " ".join(re.findall(r"[a-z0-9'\-]+", reason.lower()))
     padded = f" {text} ", f" {text.replace('-', ' ')} "  # "Sci-Fi" may be written either way
     for h in history:
-        core = _title_core(h.title)
+        core = title_core(h.title)
         if len(core) >= 4 and any(f" {core} " in p for p in padded):
             return True
     for g in item.genres:

@@ -28,8 +28,6 @@ from typing import Any, Protocol
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.labels import label_token_ids
 from reasonrec.agent.model.loading import CompiledForward, LoadedModel
-from reasonrec.prompts.parser import ParsedEntry, ParsedRanking, parse_ranking
-from reasonrec.agent.ranking.prefix import SharedPrefix
 from reasonrec.agent.ranking.generative import (
     BatchedRanker,
     GenerativeRanker,
@@ -37,10 +35,13 @@ from reasonrec.agent.ranking.generative import (
     build_recommendations,
     reason_token_budget,
 )
+from reasonrec.agent.ranking.prefix import SharedPrefix
 from reasonrec.agent.ranking.reasons import usable_reason
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, ReasonRecError
 from reasonrec.prompts.loader import template_version
+from reasonrec.prompts.parser import ParsedEntry, ParsedRanking, parse_ranking
+from reasonrec.text import cut_at_word
 
 log = logging.getLogger(__name__)
 _PERMUTATION_SEED = 0
@@ -361,10 +362,7 @@ def clean_reason(text: str, max_words: int, max_chars: int) -> str:
     words = line.split()
     if len(words) > max_words:
         line = " ".join(words[:max_words]).rstrip(",;:-") + "…"
-    if len(line) > max_chars:
-        cut = line[: max_chars - 1]
-        line = (cut[: cut.rindex(" ")] if " " in cut[max_chars // 2 :] else cut).rstrip(" ,;:-") + "…"
-    return line
+    return cut_at_word(line, max_chars)
 
 
 def _first_sentence(line: str) -> str:
