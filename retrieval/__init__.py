@@ -15,7 +15,8 @@ the functions that need them.
 from __future__ import annotations
 
 from .candidates import Candidate, CandidateGenerator, CandidateSource, build_index
-from .config import DEFAULT_EMBEDDING_MODEL, CooccurrenceConfig, RetrievalConfig
+from .collaborative import CollaborativeSource
+from .config import DEFAULT_EMBEDDING_MODEL, CollaborativeConfig, CooccurrenceConfig, RetrievalConfig
 from .cooccurrence import CooccurrenceSource, Evidence
 from .embed import Embedder
 from .loaders import (
@@ -33,6 +34,8 @@ __all__ = [
     "Candidate",
     "CandidateGenerator",
     "CandidateSource",
+    "CollaborativeConfig",
+    "CollaborativeSource",
     "CooccurrenceConfig",
     "CooccurrenceSource",
     "Dataset",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -142,3 +142,65 @@ class CooccurrenceConfig(BaseModel):
         if not 0 < v <= 1:
             raise ValueError(f"`decay` must be in (0, 1], got {v}; 1 weights the recent items equally")
         return v
+
+
+class CollaborativeConfig(BaseModel):
+    """The sequence model behind `CollaborativeSource`: cornac's SASRec (settings of shared/collaborative.md).
+
+    Every field except `threads` is part of the trained model's cache key, so changing
+    one retrains instead of serving a model built with other settings.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    embedding_dim: int = Field(64, description="Item / user vector size.")
+    num_blocks: int = Field(2, description="Self-attention blocks.")
+    num_heads: int = Field(1, description="Attention heads; must divide `embedding_dim`.")
+    max_len: int = Field(50, description="Latest N history items the encoder reads.")
+    loss: Literal["ce", "bce", "bpr", "bpr-max", "softmax", "top1"] = Field(
+        "ce", description="cornac loss over the batch positives plus `n_sample` sampled negatives."
+    )
+    n_sample: int = Field(2048, description="Negatives sampled per batch (by popularity ** 0.5).")
+    batch_size: int = Field(512, description="Training prefixes per batch.")
+    learning_rate: float = Field(1e-3, description="Adam learning rate.")
+    dropout: float = Field(0.2, description="Dropout in embeddings and blocks.")
+    seed: int = Field(0, description="Seeds torch and cornac's sampler; seed 0 reproduces bit for bit.")
+    max_epochs: int = Field(
+        10, description="Cap on epochs; training stops earlier when validation NDCG@10 stops improving."
+    )
+    patience: int = Field(
+        1, description="Epochs without a validation gain before stopping; 0 = run all `max_epochs`, keep the best."
+    )
+    threads: int = Field(2, description="torch threads while training (not part of the cache key).")
+
+    @field_validator("embedding_dim", "num_blocks", "num_heads", "max_len", "batch_size", "max_epochs", "threads")
+    @classmethod
+    def _positive(cls, v: int, info: Any) -> int:
+        if v < 1:
+            raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
+        return v
+
+    @field_validator("n_sample", "patience")
+    @classmethod
+    def _non_negative(cls, v: int, info: Any) -> int:
+        if v < 0:
+            raise ValueError(f"`{info.field_name}` must be >= 0, got {v}")
+        return v
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _lr(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"`learning_rate` must be > 0, got {v}")
+        return v
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError(f"`dropout` must be in [0, 1), got {v}")
+        return v
+
+    def cache_fields(self) -> dict[str, Any]:
+        """The settings that change the trained weights (everything but `threads`)."""
+        return self.model_dump(exclude={"threads"})
