@@ -19,6 +19,7 @@ from .collaborative import CollaborativeSource
 from .config import DEFAULT_EMBEDDING_MODEL, CollaborativeConfig, CooccurrenceConfig, RetrievalConfig
 from .cooccurrence import CooccurrenceSource, Evidence
 from .embed import Embedder
+from .fusion import FusedSource, fit_weights, fuse
 from .loaders import (
     load_catalogue,
     load_dataset,
@@ -41,6 +42,7 @@ __all__ = [
     "Dataset",
     "Embedder",
     "Evidence",
+    "FusedSource",
     "Hit",
     "Interaction",
     "Item",
@@ -48,6 +50,8 @@ __all__ = [
     "RetrievalConfig",
     "UpsertReport",
     "build_index",
+    "fit_weights",
+    "fuse",
     "genre_key",
     "item_metadata",
     "load_catalogue",
