@@ -59,8 +59,10 @@ class TrainConfig(Buildable):
     qlora: Literal["auto", "on", "off"] = Field(
         "auto", description="4-bit nf4 base weights (bitsandbytes, double quant, bf16 compute): auto = on with CUDA."
     )
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Base weights: auto = bf16 on CUDA or a CPU with bf16 units, else fp32. LoRA stays fp32."
+    dtype: Literal["auto", "float32", "bfloat16"] | None = Field(
+        None,
+        description="Base weights: auto = bf16 on CUDA or a CPU with bf16 units, else fp32; None = the agent "
+        "config's model.dtype. LoRA stays fp32.",
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (long prompts, big models).")
     # --- optimisation -----------------------------------------------------------------------------
@@ -77,8 +79,8 @@ class TrainConfig(Buildable):
     keep_checkpoints: int = Field(2, description="Newest checkpoints kept (the best adapter is kept apart).")
     eval_every: int = Field(50, description="Validation NDCG@10 every N steps (and at the end).")
     val_users: int = Field(64, description="Users whose validation item is ranked among 20 (cand20 style).")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:0, ...")
-    num_threads: int | None = Field(None, description="torch CPU threads; None keeps torch's default.")
+    device: str | None = Field(None, description="auto, cpu, cuda, cuda:0, ...; None = the agent model.device.")
+    num_threads: int | None = Field(None, description="torch CPU threads; None = the agent config's model.num_threads.")
 
     @field_validator(
         "positions_per_user", "n_candidates", "k", "lora_r", "lora_alpha", "max_steps", "batch_size",

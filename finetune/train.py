@@ -255,15 +255,15 @@ def fit_temperature(logits: Any, targets: Any) -> float:
 def _model_config(cfg: TrainConfig, agent_cfg: Any) -> Any:
     import torch
 
-    m = agent_cfg.model.model_copy(update={"adapter": None, "merge_adapter": False, "device": cfg.device})
-    if cfg.model:
-        m.name_or_path = cfg.model
-    cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    # The agent config's model section is the base; a TrainConfig field overrides it only when set.
+    overrides = {"device": cfg.device, "dtype": cfg.dtype, "num_threads": cfg.num_threads, "name_or_path": cfg.model}
+    m = agent_cfg.model.model_copy(
+        update={"adapter": None, "merge_adapter": False, **{k: v for k, v in overrides.items() if v is not None}}
+    )
+    cuda = m.device.startswith("cuda") or (m.device == "auto" and torch.cuda.is_available())
     if cfg.qlora == "on" and not cuda:
         raise ConfigError("`qlora` is 'on' but CUDA is not available; use qlora='auto' or 'off' on CPU")
     m.load_in_4bit = cfg.qlora == "on" or (cfg.qlora == "auto" and cuda)
-    m.dtype = cfg.dtype
-    m.num_threads = cfg.num_threads
     return m
 
 
@@ -333,8 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m reasonrec.finetune.train` = `reasonrec train` (same options)."""
     from reasonrec.agent.interfaces.cli import main as cli_main
 
-    sys.argv = ["reasonrec", "train", *(sys.argv[1:] if argv is None else argv)]
-    cli_main()
+    cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

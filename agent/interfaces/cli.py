@@ -19,10 +19,26 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from reasonrec.agent.interfaces import cli_chat, cli_serve, cli_train
+from reasonrec.agent.interfaces.cli_common import (
+    AdapterOpt,
+    ChromaOpt,
+    ConfigOpt,
+    DatasetOpt,
+    ModelOpt,
+    StoreOpt,
+    build_config,
+    console,
+    csv_list,
+    ensure_index,
+    err_console,
+    make_agent,
+    progress_bar,
+    quiet_libraries,
+    recommendations_table,
+)
 from reasonrec.errors import ReasonRecError
 
 app = typer.Typer(
@@ -31,104 +47,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     help="LLM recommender agent: retrieve, rank with reasons, validate.",
 )
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML/JSON AgentConfig file.")]
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="HF id, local folder or .gguf (default: packaged SmolLM2).")
-]
-AdapterOpt = Annotated[str | None, typer.Option("--adapter", help="LoRA adapter folder from `reasonrec train`.")]
-DatasetOpt = Annotated[
-    str | None, typer.Option("--dataset", help="'ml-100k', a GroupLens folder, or 'items.csv,interactions.csv'.")
-]
-ChromaOpt = Annotated[
-    str | None,
-    typer.Option("--chroma-url", help="Use a Chroma server (http://host:port) instead of the embedded store."),
-]
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="Folder of the embedded Chroma store.")]
-
-
-def build_config(
-    config: Path | None = None,
-    model: str | None = None,
-    adapter: str | None = None,
-    dataset: str | None = None,
-    chroma_url: str | None = None,
-    store: Path | None = None,
-    **ranker: Any,
-) -> Any:
-    """AgentConfig from an optional file, with command-line flags taking precedence."""
-    from reasonrec.agent.config import AgentConfig
-
-    cfg = AgentConfig.from_file(config) if config else AgentConfig()
-    data = cfg.model_dump()
-    if model:
-        data["model"]["name_or_path"] = model
-    if adapter:
-        data["model"]["adapter"] = adapter
-    if dataset:
-        data["dataset"] = dataset
-        if dataset != "ml-100k" and data["retrieval"]["collection"] == "ml-100k":
-            data["retrieval"]["collection"] = Path(dataset.split(",")[0]).stem.replace(" ", "_")[:60] or "catalogue"
-    if chroma_url:
-        data["retrieval"]["chroma_url"] = chroma_url
-    if store:
-        data["retrieval"]["persist_dir"] = str(store)
-    data["ranker"].update({k: v for k, v in ranker.items() if v is not None})
-    return AgentConfig.build(**data)
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    )
-
-
-def make_agent(cfg: Any) -> Any:
-    from reasonrec.agent.api import RecommenderAgent
-
-    return RecommenderAgent(cfg)
-
-
-def ensure_index(agent: Any) -> None:
-    """Index the catalogue with a progress bar (a no-op costing one count when it is up to date)."""
-    bar = progress_bar()
-    tasks: list[Any] = []
-
-    def cb(done: int, total: int) -> None:
-        if not tasks:  # started at the first batch, so a mistake found earlier prints one line, no bar
-            bar.start()
-            tasks.append(bar.add_task("indexing catalogue", total=total))
-        bar.update(tasks[0], completed=done, total=total)
-
-    try:
-        report = agent.index(progress=cb)
-    finally:
-        bar.stop()
-    err_console.print(f"[dim]index: {report.added} added, {report.updated} updated, {report.unchanged} unchanged[/dim]")
-    skipped = agent.dataset.skipped  # "file:line: reason"; the good rows were kept and indexed
-    if skipped:
-        from rich.markup import escape  # a reason quotes the user's value, which may contain [markup]
-
-        more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
-        line = f"{len(skipped)} rows skipped: {' | '.join(skipped[:5])}{more}"
-        err_console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
-
-
-def recommendations_table(recs: Any, title: str) -> Table:
-    table = Table(title=title, show_lines=False)
-    for col in ("#", "item", "title", "year", "genres", "source", "reason"):
-        table.add_column(col, overflow="fold")
-    for r in recs.items:
-        src = r.source + ("" if r.reason_source == "model" else "*")
-        table.add_row(str(r.rank), r.item_id, r.title, str(r.year or ""), ", ".join(r.genres[:3]), src, r.reason)
-    return table
 
 
 @app.command()
@@ -148,7 +66,7 @@ def recommend(
     user: Annotated[str | None, typer.Option("--user", "-u", help="User id from the interactions.")] = None,
     history: Annotated[str | None, typer.Option("--history", help="Comma-separated item ids, oldest first.")] = None,
     query: Annotated[str | None, typer.Option("--query", "-q", help="Free-text request.")] = None,
-    k: Annotated[int, typer.Option("-k", min=1, help="Number of recommendations.")] = 10,
+    k: Annotated[int | None, typer.Option("-k", min=1, help="Number of recommendations (default ranker.k).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the Recommendations object as JSON.")] = False,
     config: ConfigOpt = None,
     model: ModelOpt = None,
@@ -215,10 +133,6 @@ def demo(
     )
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
 @app.command()
 def evaluate(
     protocol: Annotated[str, typer.Option(help="full (retrieve then rank) or cand20 (pick from 20).")] = "full",
@@ -235,7 +149,9 @@ def evaluate(
     name: Annotated[str | None, typer.Option(help="Results file stem (default <protocol><candidates>).")] = None,
     out_dir: Annotated[Path, typer.Option(help="Where JSON, Markdown and PNG files go.")] = Path("bench/results"),
     adapter: AdapterOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Users per batched LLM forward pass.")] = 8,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Users per batched LLM forward pass (default: the config's ranker.batch_size).")
+    ] = None,
     config: ConfigOpt = None,
     machine: Annotated[str | None, typer.Option(help="Machine label recorded in the results.")] = None,
 ) -> None:
@@ -249,7 +165,7 @@ def evaluate(
     fields = {
         "protocol": protocol,
         "candidates": candidates,
-        "methods": _csv(methods),
+        "methods": csv_list(methods),
         "users": users,
         "llm_users": llm_users,
         "seed": seed,
@@ -259,7 +175,7 @@ def evaluate(
         "batch_size": batch_size,
         "agent_config": config,
         "machine": machine,
-        "positions": [int(p) for p in _csv(positions)] if positions else None,
+        "positions": [int(p) for p in csv_list(positions)] if positions else None,
     }
     cfg = EvalConfig.build(**{k: v for k, v in fields.items() if v is not None})
     with progress_bar() as bar:
@@ -288,42 +204,28 @@ def evaluate(
     console.print(f"[dim]written to {cfg.out_dir / cfg.result_name()}.json/.md/_*.png[/dim]")
 
 
-def _quiet_libraries() -> None:
-    """Keep the terminal readable: library warnings go to the log level 'error'.
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user mistakes become one line on stderr and exit status 2.
 
-    Why: transformers prints a weights-loading bar on every load and bitsandbytes announces optional
-    kernels it cannot find; neither helps a user.
+    Args:
+        argv: the arguments after the program name (default: the process's own), e.g. ["train", "-o", "runs/x"].
     """
-    import logging
-    import warnings
-
-    # peft calls a transformers property that transformers 5 deprecates: noise on every adapter load
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    logging.getLogger("chromadb").setLevel(logging.ERROR)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # the CLI shows its own status line while loading
-
-
-def main() -> None:
-    """Console entry point: user mistakes become one line on stderr and exit status 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    _quiet_libraries()
+    quiet_libraries()
     try:
         # Standalone mode: click/typer print usage errors (bad option, -k 0) as a short message, exit 2.
-        app()
+        app(args=argv, prog_name="reasonrec")
     except ReasonRecError as e:
         err_console.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
         sys.exit(2)
 
 
-from reasonrec.agent.interfaces import cli_chat  # noqa: E402,F401,I001  (registers `reasonrec chat`: the terminal chat)
-from reasonrec.agent.interfaces import cli_serve  # noqa: E402,F401  (registers `reasonrec serve`: HTTP API + web chat)
-from reasonrec.agent.interfaces import cli_train  # noqa: E402,F401  (registers `reasonrec train`: LoRA fine-tuning)
+# Every command, registered in one place (the command modules import nothing from this one).
+app.command("chat")(cli_chat.chat)
+app.command("serve")(cli_serve.serve)
+app.command("train")(cli_train.train)
+app.command("calibrate")(cli_train.calibrate_cmd)
 
 if __name__ == "__main__":
     main()

@@ -19,13 +19,12 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from reasonrec.agent.interfaces import cli
+from reasonrec.agent.interfaces import cli_common as cli
 from reasonrec.errors import ReasonRecError
 
 _HELP = "/like N, /dislike N (item N of the last list), /state, /quit"
 
 
-@cli.app.command()
 def chat(
     user: Annotated[str | None, typer.Option("--user", "-u", help="Start from this dataset user's history.")] = None,
     session: Annotated[str | None, typer.Option("--session", "-s", help="Continue this stored session.")] = None,

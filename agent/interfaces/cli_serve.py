@@ -4,7 +4,7 @@
     reasonrec serve --mode scoring --port 8080 --sessions ./sessions.sqlite3 --max-queue 8
     python -m reasonrec.agent.interfaces.server --port 8080     # the same command
 
-Registered on `reasonrec.agent.interfaces.cli.app` when `reasonrec.agent.interfaces.cli` is imported.
+Registered on the main CLI app in `reasonrec.agent.interfaces.cli`.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from typing import Annotated
 
 import typer
 
-from reasonrec.agent.interfaces.cli import (
+from reasonrec.agent.interfaces.cli_common import (
     AdapterOpt,
     ChromaOpt,
     ConfigOpt,
     DatasetOpt,
     ModelOpt,
     StoreOpt,
-    app,
     build_config,
     ensure_index,
     err_console,
@@ -38,7 +37,6 @@ from reasonrec.agent.interfaces.cli import (
 from reasonrec.errors import ConfigError
 
 
-@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 exposes it to the network).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
@@ -81,13 +79,6 @@ def serve(
     api = create_app(agent, store=session_store, max_queue=max_queue)
     err_console.print(f"serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops")
     uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=KEEP_ALIVE_S)
-
-
-# `python -m reasonrec.agent.interfaces.cli` runs cli.py as `__main__`, a second module with its own `app`;
-# register there too so that `serve` exists however the CLI was started.
-_main = sys.modules.get("__main__")
-if getattr(getattr(_main, "__spec__", None), "name", None) == "reasonrec.agent.interfaces.cli" and hasattr(_main, "app"):
-    _main.app.command()(serve)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -1,7 +1,7 @@
 """`reasonrec train`: fine-tune a LoRA adapter (QLoRA on CUDA) with progress, checkpoints and resume;
 `reasonrec calibrate`: fit the scoring softmax temperature of a model or adapter.
 
-Registered on the main CLI app by `reasonrec.agent.interfaces.cli`; `python -m reasonrec.finetune.train` runs it too.
+Registered on the main CLI app in `reasonrec.agent.interfaces.cli`; `python -m reasonrec.finetune.train` runs it too.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from reasonrec.agent.interfaces.cli import app, console, err_console
+from reasonrec.agent.interfaces.cli_common import console, err_console
 
 
-@app.command()
 def train(
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Run folder (re-run to resume).")] = Path(
-        "runs/lora"
-    ),
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="Run folder, re-run to resume (default: the config's).")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON TrainConfig file.")] = None,
     agent_config: Annotated[
         Path | None, typer.Option("--agent-config", help="YAML/JSON AgentConfig (model, prompt, retrieval).")
@@ -76,7 +75,6 @@ def train(
     )
 
 
-@app.command("calibrate")
 def calibrate_cmd(
     adapter: Annotated[str | None, typer.Option(help="Adapter folder: T is written into it.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON AgentConfig file.")] = None,

@@ -363,5 +363,4 @@ if __name__ == "__main__":  # python -m reasonrec.agent.interfaces.server [optio
 
     from reasonrec.agent.interfaces.cli import main
 
-    sys.argv[1:1] = ["serve"]
-    main()
+    main(["serve", *sys.argv[1:]])

@@ -196,7 +196,7 @@ def build_ranker(
     seed: int = 0,
     recbole_dir: Path = Path("~/.cache/reasonrec/bench/recbole"),
     itemknn_window: int = 20,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     adapter: str | None = None,
 ) -> tuple[Any, dict[str, Any] | None]:
     """The ranker of one method name (a `-all` suffix changes the candidates, not the ranker).
@@ -247,7 +247,8 @@ def build_ranker(
     _, kind, mode = method.split("-", 2)  # reasonrec-<zeroshot|lora>-<mode>
     cfg = agent_cfg.model_copy(deep=True)
     cfg.ranker.mode = mode
-    cfg.ranker.batch_size = batch_size
+    if batch_size is not None:  # the flag overrides the agent config only when it was given
+        cfg.ranker.batch_size = batch_size
     cfg.model.adapter = adapter if kind == "lora" else None
     return RecommenderAgent(cfg, dataset=agent.dataset), None
 

@@ -83,7 +83,9 @@ class EvalConfig(Buildable):
         None, description="cand20 only: also run with the target fixed at these positions (e.g. 1 5 10 20)."
     )
     adapter: str | None = Field(None, description="LoRA adapter folder for reasonrec-lora-* rows.")
-    batch_size: int = Field(8, description="Users per batched LLM forward pass.")
+    batch_size: int | None = Field(
+        None, description="Users per batched LLM forward pass; None = the agent config's ranker.batch_size."
+    )
     agent_config: Path | None = Field(None, description="YAML/JSON AgentConfig for the LLM rows and retrieval.")
     recbole_dir: Path = Field(DEFAULT_RECBOLE_DIR, description="Scores exported by bench/recbole_peer.py.")
     itemknn_window: int = Field(20, description="History items that vote in item-kNN.")
@@ -91,14 +93,14 @@ class EvalConfig(Buildable):
     merge: bool = Field(True, description="Keep rows of other methods already in <name>.json (same setup).")
     write: bool = Field(True, description="Write the result files (False: only return the report).")
 
-    @field_validator("candidates", "batch_size", "llm_k", "itemknn_window")
+    @field_validator("candidates", "llm_k", "itemknn_window")
     @classmethod
     def _positive(cls, v: int, info: Any) -> int:
         if v < 1:
             raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
         return v
 
-    @field_validator("users", "llm_users")
+    @field_validator("users", "llm_users", "batch_size")
     @classmethod
     def _positive_or_none(cls, v: int | None, info: Any) -> int | None:
         if v is not None and v < 1:
@@ -300,7 +302,7 @@ def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[
             rates[key] /= len(users)
         if recs:
             info = {"model_id": recs[0].model_id, "template_version": recs[0].template_version,
-                    "mode": recs[0].mode, "batch_size": config.batch_size}  # fmt: skip
+                    "mode": recs[0].mode, "batch_size": runner.config.ranker.batch_size}  # fmt: skip
     else:
         rates["valid"] = 1.0
         for n, u in enumerate(users):
