@@ -40,13 +40,20 @@ class CollaborativeSource:
         model: the trained SASRec.
         retrieval: where Chroma is (`persist_dir` / `chroma_url`) and the text collection's name.
         items: the catalogue, for metadata.
+        collection: the vector collection's name; None = `<retrieval.collection>-sasrec`.
     """
 
-    def __init__(self, model: SASRecModel, retrieval: RetrievalConfig, items: Mapping[str, Item]):
+    def __init__(
+        self,
+        model: SASRecModel,
+        retrieval: RetrievalConfig,
+        items: Mapping[str, Item],
+        collection: str | None = None,
+    ):
         self.model = model
         self.retrieval = retrieval
         self.items = dict(items)
-        self.name = _collection_name(retrieval.collection)
+        self.name = collection or _collection_name(retrieval.collection)
         self._client = _connect(retrieval)
         self._col = self._sync()
 
@@ -60,6 +67,7 @@ class CollaborativeSource:
         cache_dir: Path | None = None,
         progress: Callable[[int, int], None] | None = None,
         on_epoch: Callable[[int, float, float], None] | None = None,
+        collection: str | None = None,
     ) -> CollaborativeSource:
         """Train (only when the interactions or settings changed) or load the model, then serve it.
 
@@ -74,6 +82,7 @@ class CollaborativeSource:
             cache_dir: where trained models are kept; None = <REASONREC_HOME>/collaborative.
             progress: progress(batches done, batches at most) while training.
             on_epoch: on_epoch(epoch, loss, validation NDCG@10) while training.
+            collection: the vector collection's name; None = `<retrieval.collection>-sasrec`.
 
         Raises:
             DataError: too few interactions to train. ConfigError: cornac missing or bad settings.
@@ -82,7 +91,7 @@ class CollaborativeSource:
         if sequences is None:
             sequences = {u: dataset.history(u) for u in dataset.users()}
         model, _ = load_or_train(sequences, config, cache_dir=cache_dir, progress=progress, on_epoch=on_epoch)
-        return cls(model, retrieval or RetrievalConfig(), dataset.items)
+        return cls(model, retrieval or RetrievalConfig(), dataset.items, collection=collection)
 
     # --- CandidateSource ----------------------------------------------------------------------------
 

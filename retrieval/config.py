@@ -171,6 +171,11 @@ class CollaborativeConfig(BaseModel):
     patience: int = Field(
         1, description="Epochs without a validation gain before stopping; 0 = run all `max_epochs`, keep the best."
     )
+    holdout: bool = Field(
+        True,
+        description="Hold out each user's last item to choose the epoch (early stopping). False trains on "
+        "every item for exactly `max_epochs` (a refit with the epoch count a holdout run chose).",
+    )
     threads: int = Field(2, description="torch threads while training (not part of the cache key).")
 
     @field_validator("embedding_dim", "num_blocks", "num_heads", "max_len", "batch_size", "max_epochs", "threads")
@@ -202,5 +207,9 @@ class CollaborativeConfig(BaseModel):
         return v
 
     def cache_fields(self) -> dict[str, Any]:
-        """The settings that change the trained weights (everything but `threads`)."""
-        return self.model_dump(exclude={"threads"})
+        """The settings that change the trained weights (everything but `threads`).
+
+        `holdout` is listed only when False, so models trained before the field existed (all with a
+        holdout) keep their cache key.
+        """
+        return self.model_dump(exclude={"threads"} | ({"holdout"} if self.holdout else set()))

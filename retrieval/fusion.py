@@ -29,7 +29,7 @@ from .types import natural_key
 
 Method = Literal["rrf", "linear"]
 SEMANTIC = "semantic"  # the source name that reads `query`
-DEFAULT_GRID = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+DEFAULT_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 
 
 class FusedSource:

@@ -177,6 +177,8 @@ def train_sasrec(
 ) -> SASRecModel:
     """Train SASRec, holding out each user's last item (users with >= 3 items) to pick the epoch.
 
+    With `config.holdout` False nothing is held out and exactly `max_epochs` are run (a refit).
+
     Args:
         sequences: user id -> item ids, oldest first.
         config: model and training settings; None = defaults.
@@ -206,9 +208,9 @@ def train_sasrec(
     train, valid = {}, {}
     for user, seq in sequences.items():
         seq = [str(i) for i in seq]
-        if len(seq) >= 3:
+        if len(seq) >= 3 and config.holdout:
             train[user], valid[user] = seq[:-1], seq[-1]
-        elif len(seq) == 2:
+        elif len(seq) >= 2:
             train[user] = seq
     if not train:
         raise DataError("cannot train SASRec: no user has two or more interactions")

@@ -163,3 +163,11 @@ def test_collection_follows_the_model(source, tiny, seqs, ml100k):
     assert swapped.count() == len(other.info.item_ids)
     back = CollaborativeSource(tiny, source.retrieval, ml100k.items)
     assert back.collection.metadata["model_key"] == tiny.info.key and back.count() == len(tiny.info.item_ids)
+
+
+def test_refit_without_holdout_trains_on_every_item(seqs):
+    few = dict(list(seqs.items())[:8])
+    refit = train_sasrec(few, TINY.model_copy(update={"holdout": False}))
+    assert set(refit.info.item_ids) == {i for s in few.values() for i in s}
+    assert refit.info.n_valid_users == 0 and refit.info.epochs_trained == TINY.max_epochs
+    assert refit.info.key != train_sasrec(few, TINY).info.key
