@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+
+from reasonrec.prompts.loader import clean_text
+
+# Catalogue titles and model text are untrusted: shown text follows the prompts' rules (no bidi overrides,
+# zero-width or control characters, one line), so a client displays what the model was shown.
+OutputText = Annotated[str, BeforeValidator(lambda v: clean_text(v) if isinstance(v, str) else v)]
 
 
 class Recommendation(BaseModel):
     """One recommended item."""
 
     item_id: str
-    title: str
+    title: OutputText
     year: int | None = None
     genres: list[str] = Field(default_factory=list)
     rank: int = Field(description="1 = best.")
-    reason: str = Field(min_length=1, description="Why this item; never empty.")
+    reason: OutputText = Field(min_length=1, description="Why this item; never empty.")
     score: float | None = Field(None, description="Ranker score (higher is better) when the mode has one.")
     retrieval_score: float | None = Field(None, description="Cosine similarity from the candidate generator.")
     source: Literal["model", "scoring", "fallback"] = Field(
