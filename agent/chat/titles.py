@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from reasonrec.agent.schemas import OutputText
 from reasonrec.retrieval.types import Item, natural_key
 from reasonrec.text import ARTICLES, front_article
 
@@ -43,7 +44,7 @@ class ItemRef(BaseModel):
     """A short reference to a catalogue item (clarification options, resolved titles)."""
 
     item_id: str
-    title: str
+    title: OutputText
     year: int | None = None
 
     def label(self) -> str:
