@@ -21,13 +21,20 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from reasonrec.agent.chat.titles import ItemRef
-from reasonrec.agent.schemas import Recommendations
-from reasonrec.errors import DataError, UnknownSessionError
+from reasonrec.agent.chat.state import (
+    ChatConstraints,
+    ChatTurn,
+    PendingChoice,
+    SessionState,
+    SessionSummary,
+    constraints_where,
+    describe_constraints,
+)
+from reasonrec.errors import ConfigError, DataError, UnknownSessionError
 
 _M = TypeVar("_M", bound=BaseModel)
 __all__ = [
@@ -36,6 +43,7 @@ __all__ = [
     "PendingChoice",
     "SessionState",
     "SessionStore",
+    "SessionSummary",
     "UnknownSessionError",
     "constraints_where",
     "describe_constraints",
@@ -60,112 +68,30 @@ CREATE INDEX IF NOT EXISTS sessions_updated ON sessions(updated_at);
 """
 
 
-class ChatConstraints(BaseModel):
-    """The active constraints of a chat session; they become a Chroma `where` filter."""
-
-    genres: list[str] = Field(default_factory=list, description="Required genres (catalogue names, e.g. 'Sci-Fi').")
-    excluded_genres: list[str] = Field(default_factory=list, description="Genres an item must not have.")
-    year_min: int | None = Field(None, description="Earliest release year, inclusive.")
-    year_max: int | None = Field(None, description="Latest release year, inclusive.")
-    query: str | None = Field(None, description="Free-text preference carried into retrieval and the prompt.")
-    k: int = Field(5, ge=1, le=50, description="How many items each answer lists.")
-
-
-def constraints_where(c: ChatConstraints) -> dict[str, Any] | None:
-    """The Chroma `where` filter of the constraints, None when there is none.
-
-    Required genres are `genre_<Name>: True` flags, excluded ones `{"$ne": True}` (only True flags are
-    stored, so an item without the genre has no key and passes), years a `$gte`/`$lte` range; several
-    conditions are joined with `$and`.
-    """
-    from reasonrec.retrieval.store import genre_key
-
-    conds: list[dict[str, Any]] = [{genre_key(g): True} for g in c.genres]
-    conds += [{genre_key(g): {"$ne": True}} for g in c.excluded_genres]
-    if c.year_min is not None:
-        conds.append({"year": {"$gte": c.year_min}})
-    if c.year_max is not None:
-        conds.append({"year": {"$lte": c.year_max}})
-    if not conds:
-        return None
-    return conds[0] if len(conds) == 1 else {"$and": conds}
-
-
-def describe_constraints(c: ChatConstraints, domain: str = "movie", plural: bool = True) -> str:
-    """'Comedy and Sci-Fi movies from the 1980s, without Horror' — used in replies and cold-start queries."""
-    noun = domain + ("s" if plural else "")
-    parts = [" and ".join(c.genres) + " " + noun if c.genres else noun]
-    lo, hi = c.year_min, c.year_max
-    if lo is not None and hi is not None:
-        if lo == hi:
-            parts.append(f"from {lo}")
-        elif lo % 10 == 0 and hi == lo + 9:
-            parts.append(f"from the {lo}s")
-        else:
-            parts.append(f"from {lo} to {hi}")
-    elif lo is not None:
-        parts.append(f"from {lo} on")
-    elif hi is not None:
-        parts.append(f"from {hi} or earlier")
-    text = " ".join(parts)
-    if c.excluded_genres:
-        text += ", without " + " or ".join(c.excluded_genres)
-    return text
-
-
-class PendingChoice(BaseModel):
-    """A clarifying question waiting for its answer: which of `options` the user meant by `phrase`."""
-
-    phrase: str
-    polarity: Literal["like", "dislike"] = "like"
-    options: list[ItemRef]
-
-
-class ChatTurn(BaseModel):
-    """One exchange: what the user said, what the agent answered, and the state it left."""
-
-    session_id: str
-    turn: int = Field(description="1-based.")
-    user_text: str
-    reply: str = Field(description="Assistant text shown to the user.")
-    recommendations: Recommendations | None = Field(None, description="None when the turn asks a question.")
-    clarification: list[ItemRef] | None = Field(None, description="Options when a title was ambiguous.")
-    constraints: ChatConstraints
-    relaxed: list[str] = Field(default_factory=list, description="Constraints dropped because nothing matched.")
-    timings: dict[str, float] = Field(default_factory=dict, description="Milliseconds per stage and 'total_ms'.")
-
-
-class SessionState(BaseModel):
-    """Everything a chat session remembers between turns (stored as JSON)."""
-
-    id: str
-    user_id: str | None = Field(None, description="A user of the dataset (their history seeds the profile).")
-    liked: list[str] = Field(default_factory=list, description="Item ids liked in this chat; join the history.")
-    disliked: list[str] = Field(default_factory=list, description="Item ids rejected; never recommended again.")
-    recommended: list[str] = Field(default_factory=list, description="Every item id shown so far, oldest first.")
-    last: list[str] = Field(default_factory=list, description="The last answer in rank order ('not the second').")
-    constraints: ChatConstraints = Field(default_factory=ChatConstraints)
-    pending: PendingChoice | None = Field(None, description="An open clarifying question.")
-    turns: list[ChatTurn] = Field(default_factory=list, description="Every turn so far, oldest first.")
-    created_at: float = Field(default_factory=time.time)
-    updated_at: float = Field(default_factory=time.time)
-
-
 class SessionStore:
     """Chat sessions in one SQLite file (WAL mode); safe to share between threads.
 
     Args:
         path: the database file; its folder is created.
+        idle_expiry_s: a session untouched for this many seconds is expired: `load` treats it as unknown,
+            `list` skips it, and `purge()` (also run at most hourly by `create`) deletes it. None = never.
 
     Raises:
         DataError: the file cannot be opened or is not a reasonrec session database.
+        ConfigError: `idle_expiry_s` is not a positive number.
     """
 
-    def __init__(self, path: str | Path):
+    PURGE_EVERY_S = 3600.0  # `create` purges expired sessions at most this often
+
+    def __init__(self, path: str | Path, idle_expiry_s: float | None = None):
+        if idle_expiry_s is not None and (isinstance(idle_expiry_s, bool) or not idle_expiry_s > 0):
+            raise ConfigError(f"`idle_expiry_s` must be a number of seconds > 0 or None, got {idle_expiry_s!r}")
         self.path = Path(path).expanduser()
+        self.idle_expiry_s = idle_expiry_s
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self._last_purge = 0.0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn().executescript(_SCHEMA)  # idempotent; concurrent openers wait on the busy timeout
@@ -178,25 +104,27 @@ class SessionStore:
 
     def create(self, user_id: str | None = None) -> SessionState:
         """A new, empty session (saved before it is returned)."""
+        if self.idle_expiry_s is not None and time.time() - self._last_purge > self.PURGE_EVERY_S:
+            self.purge()
         state = SessionState(id=uuid.uuid4().hex, user_id=user_id)
         self.save(state)
         return state
 
-    def load(self, session_id: str) -> SessionState:
-        """The stored state of a session.
+    def load(self, session_id: str, turns_offset: int = 0, turns_limit: int | None = None) -> SessionState:
+        """The stored state of a session, with its turns (all, or the page `turns_offset`, `turns_limit`).
 
         Raises:
-            UnknownSessionError: no session has this id (HTTP 404).
+            UnknownSessionError: no session has this id, or it has expired (HTTP 404).
             DataError: the stored row is not a valid state.
         """
         row = self._conn().execute("SELECT state FROM sessions WHERE id = ?", (str(session_id),)).fetchone()
-        if row is None:
+        if row is None or self._expired(session_id):
             raise UnknownSessionError(
-                f"unknown chat session {session_id!r} in {str(self.path)!r}; start a new one with "
+                f"unknown chat session {session_id!r} (never created, deleted, or expired); start a new one with "
                 "`agent.chat_session()` (no session_id)"
             )
         state = self._parse(SessionState, row[0], session_id)
-        state.turns = self.turns(session_id)
+        state.turns = self.turns(session_id, turns_offset, turns_limit)
         return state
 
     def save(self, state: SessionState) -> None:
@@ -231,29 +159,71 @@ class SessionStore:
             for turn in state.turns[stored:]:
                 self._insert_turn(c, turn)
 
-    def turns(self, session_id: str) -> list[ChatTurn]:
-        """Every logged turn of a session, oldest first (empty for a session without turns)."""
+    def turns(self, session_id: str, offset: int = 0, limit: int | None = None) -> list[ChatTurn]:
+        """A session's logged turns, oldest first: all of them, or `limit` from `offset` (0-based)."""
         rows = (
             self._conn()
-            .execute("SELECT data FROM turns WHERE session_id = ? ORDER BY turn", (str(session_id),))
+            .execute(
+                "SELECT data FROM turns WHERE session_id = ? ORDER BY turn LIMIT ? OFFSET ?",
+                (str(session_id), -1 if limit is None else _count(limit, "limit"), _count(offset, "offset")),
+            )
             .fetchall()
         )
         return [self._parse(ChatTurn, r[0], session_id) for r in rows]
 
-    def list(self, limit: int = 100) -> list[SessionState]:
-        """The most recently updated sessions first, at most `limit` (without their turns: `load` one for those)."""
+    def n_turns(self, session_id: str) -> int:
+        """How many turns a session has stored."""
+        return self._conn().execute("SELECT COUNT(*) FROM turns WHERE session_id = ?", (str(session_id),)).fetchone()[0]
+
+    def list(self, limit: int = 100, offset: int = 0) -> list[SessionState]:
+        """Live sessions, most recently updated first: `limit` from `offset` (without turns: `load` one for those)."""
         rows = (
             self._conn()
-            .execute("SELECT id, state FROM sessions ORDER BY updated_at DESC LIMIT ?", (int(limit),))
+            .execute(
+                "SELECT id, state FROM sessions WHERE updated_at >= ? ORDER BY updated_at DESC, id LIMIT ? OFFSET ?",
+                (self._cutoff(), _count(limit, "limit"), _count(offset, "offset")),
+            )
             .fetchall()
         )
         return [self._parse(SessionState, r[1], r[0]) for r in rows]
 
+    def summaries(self, limit: int = 100, offset: int = 0) -> list[SessionSummary]:
+        """`list` as one-line summaries with turn counts (`GET /v1/sessions`, `reasonrec sessions list`)."""
+        sessions = self.list(limit, offset)
+        return [
+            SessionSummary(
+                id=s.id, user_id=s.user_id, n_turns=self.n_turns(s.id), n_liked=len(s.liked),
+                n_disliked=len(s.disliked), created_at=s.created_at, updated_at=s.updated_at,
+            )
+            for s in sessions
+        ]  # fmt: skip
+
+    def count(self) -> int:
+        """Live (not expired) sessions."""
+        sql = "SELECT COUNT(*) FROM sessions WHERE updated_at >= ?"
+        return self._conn().execute(sql, (self._cutoff(),)).fetchone()[0]
+
     def delete(self, session_id: str) -> bool:
-        """Remove a session and its turns; False when it did not exist."""
-        with self._tx() as c:
-            c.execute("DELETE FROM turns WHERE session_id = ?", (str(session_id),))
-            return c.execute("DELETE FROM sessions WHERE id = ?", (str(session_id),)).rowcount > 0
+        """Remove a session with every turn and like it stored; False when it did not exist.
+
+        The bytes go too, not just the rows: `secure_delete` zeroes the freed pages and the WAL is
+        checkpointed and truncated, so a copy of the file taken afterwards holds nothing of the session.
+        """
+        return self._delete_where("id = ?", (str(session_id),)) > 0
+
+    def purge(self, idle_s: float | None = None) -> int:
+        """Delete every session idle for more than `idle_s` seconds (default: `idle_expiry_s`; 0 = all).
+
+        Returns:
+            int: how many sessions were deleted (0 when neither `idle_s` nor `idle_expiry_s` is set).
+        """
+        idle = self.idle_expiry_s if idle_s is None else idle_s
+        self._last_purge = time.time()
+        if idle is None:
+            return 0
+        if isinstance(idle, bool) or not idle >= 0:
+            raise ConfigError(f"`idle_s` must be a number of seconds >= 0, got {idle_s!r}")
+        return self._delete_where("updated_at < ?", (time.time() - idle if idle > 0 else float("inf"),))
 
     def close(self) -> None:
         """Close every connection this store opened (in all threads)."""
@@ -264,6 +234,27 @@ class SessionStore:
         self._local = threading.local()
 
     # --- plumbing ----------------------------------------------------------------------------------------------
+
+    def _delete_where(self, condition: str, args: tuple[object, ...]) -> int:
+        with self._tx() as c:
+            ids = [r[0] for r in c.execute(f"SELECT id FROM sessions WHERE {condition}", args).fetchall()]
+            for sid in ids:
+                c.execute("DELETE FROM turns WHERE session_id = ?", (sid,))
+                c.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+        if ids:
+            # Move the WAL's copies of the deleted pages into the (zeroed) database and empty the WAL. Busy
+            # readers may keep part of it for now; the next checkpoint overwrites it.
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(ids)
+
+    def _cutoff(self) -> float:
+        return float("-inf") if self.idle_expiry_s is None else time.time() - self.idle_expiry_s
+
+    def _expired(self, session_id: str) -> bool:
+        if self.idle_expiry_s is None:
+            return False
+        row = self._conn().execute("SELECT updated_at FROM sessions WHERE id = ?", (str(session_id),)).fetchone()
+        return row is not None and row[0] < self._cutoff()
 
     def _insert_turn(self, c: sqlite3.Connection, turn: ChatTurn) -> None:
         c.execute(
@@ -279,6 +270,7 @@ class SessionStore:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA secure_delete=ON")  # deleted sessions are overwritten, not just unlinked
             self._local.conn = conn
             with self._guard:
                 self._connections.append(conn)
@@ -299,9 +291,14 @@ class SessionStore:
         try:
             return model.model_validate(json.loads(text))
         except (ValueError, ValidationError) as e:
-            raise DataError(
-                f"session {session_id!r} in {str(self.path)!r} holds an unreadable {model.__name__}: {e}"
-            ) from e
+            raise DataError(f"session {session_id!r} holds an unreadable {model.__name__}: {e}") from e
 
     def __repr__(self) -> str:
         return f"SessionStore({str(self.path)!r})"
+
+
+def _count(value: int, name: str) -> int:
+    """A page bound: an int >= 0 (SQLite would read a negative LIMIT as "no limit")."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"`{name}` must be an integer >= 0, got {value!r}")
+    return value
