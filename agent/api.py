@@ -19,8 +19,8 @@ from typing import Any
 
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.loading import LoadedModel
-from reasonrec.agent.ranking.generative import RankRequest
-from reasonrec.agent.ranking.scoring import Ranker, make_ranker
+from reasonrec.agent.ranking.registry import Ranker, make_ranker
+from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, DataError, UnknownItemError
 from reasonrec.retrieval.types import Dataset, Item
@@ -283,14 +283,14 @@ class RecommenderAgent:
             return len(tok(text, add_special_tokens=False)["input_ids"]) + 1  # + the "[" prefill
 
         pairs = list(zip(default_labels(len(cands)), cands, strict=True))
-        # Room for the answer (the generative cap) and for label spellings that differ from A, B, ...
-        answer = rc.max_new_tokens or k * (pc.max_reason_words * 2 + 8)
+        # Room for the answer, as the prompter budgets it for decoding (one definition of both).
+        answer = self.ranker.prompter.answer_tokens(k) if rc.mode == "generative" else 0
         n = fit_history(
             history, lambda h: render_rank_messages(h, pairs, k, query, pc), count, limit - answer - 16, pc.max_history
         )
         if rc.mode == "hybrid":  # its reason prompts list genres on every history line: longer per item
             longest = max(cands, key=lambda it: len(it.title) + len(it.description[: pc.max_description_chars]))
-            reason = rc.reason_max_new_tokens or 2 * pc.max_reason_words
+            reason = self.ranker.prompter.reason_tokens()
             reason_prompt = lambda h: render_reason_messages(h, longest, query, pc)  # noqa: E731
             n = fit_history(history, reason_prompt, count, limit - reason - 16, n)  # at most n
         return history if n == min(len(history), pc.max_history) else history[len(history) - n :]

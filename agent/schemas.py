@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, computed_field
 
 from reasonrec.prompts.loader import clean_text
 
@@ -50,9 +50,6 @@ class Recommendations(BaseModel):
     model_id: str
     template_version: str
     valid_output: bool = Field(description="The model alone produced exactly k valid, distinct items with reasons.")
-    n_model: int = Field(description="Items the model chose itself.")
-    n_fallback: int = Field(description="Items filled in from retriever order.")
-    n_scoring: int = Field(0, description="Items filled in from the scoring order (generative fallback chain).")
     n_off_candidate: int = Field(0, description="Labels the model named that were not candidates (dropped).")
     n_duplicates: int = Field(0, description="Repeated labels in the model output (dropped).")
     raw_output: str | None = Field(None, description="The model's text (generative mode).")
@@ -65,6 +62,22 @@ class Recommendations(BaseModel):
         "0..1; None in generative mode.",
     )
     timings: dict[str, float] = Field(default_factory=dict, description="Milliseconds per stage and 'total'.")
+
+    # Counters are read off the items, never kept by hand, so they cannot disagree with `items[].source`.
+    @computed_field(description="Items the model chose itself.")  # type: ignore[prop-decorator]
+    @property
+    def n_model(self) -> int:
+        return sum(r.source == "model" for r in self.items)
+
+    @computed_field(description="Items filled in from retriever order.")  # type: ignore[prop-decorator]
+    @property
+    def n_fallback(self) -> int:
+        return sum(r.source == "fallback" for r in self.items)
+
+    @computed_field(description="Items filled in from the scoring order (generative fallback chain).")  # type: ignore[prop-decorator]
+    @property
+    def n_scoring(self) -> int:
+        return sum(r.source == "scoring" for r in self.items)
 
     def item_ids(self) -> list[str]:
         return [r.item_id for r in self.items]

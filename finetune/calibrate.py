@@ -42,7 +42,7 @@ def calibrate(agent_cfg: AgentConfig, users: int = 200, seed: int = 0, batch_siz
 
     from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.model.loading import adapter_meta
-    from reasonrec.agent.ranking.generative import GenerativeRanker
+    from reasonrec.agent.ranking.prompter import Prompter
     from reasonrec.errors import ConfigError
     from reasonrec.finetune.data import validation_lists, validation_users
     from reasonrec.finetune.evaluation import metrics as M
@@ -57,7 +57,7 @@ def calibrate(agent_cfg: AgentConfig, users: int = 200, seed: int = 0, batch_siz
     catalogue = sorted(agent.items, key=natural_key)
     chosen = validation_users(split, users, seed)
     lm = agent.model
-    prompter = GenerativeRanker(lm, agent_cfg)
+    prompter = Prompter(lm, agent_cfg)
     val = validation_lists(split, chosen, catalogue, seed)
     logits, targets, ndcg = validation_logits(lm.model, prompter, val, agent.items, batch_size, lm.device)
     temp = fit_temperature(logits, targets)

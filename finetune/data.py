@@ -5,7 +5,7 @@ item: those are what we measure), one rank example: the history before that item
 item + negatives from the candidate generator's top-N mixed with random unseen items (LlamaRec trained
 on random negatives but served retriever candidates; we mix both so neither protocol is a surprise),
 shuffled so the target's label is uniform over positions. The prompt is exactly what
-`GenerativeRanker.prompt_text` builds at serving time (chat template, single-token labels, the "["
+`Prompter.prompt_text` (agent/ranking/prompter.py) builds at serving time (chat template, single-token labels, the "["
 prefill). The answer is a ranked list of k lines: the true item first, then the candidates with the
 most co-occurrence with the history (item-kNN over train interactions), each with a grounded reason
 built from facts (shared genres with a named history title, or "people who watched X also watched
@@ -77,14 +77,14 @@ def build_examples(
         split: leave-one-out split; only `train` items become targets.
         cfg: the run's TrainConfig.
         knn: finetune.baselines.ItemKNNRanker over the split's train side (orders picks 2..k).
-        prompter: agent.ranker.GenerativeRanker whose `prompt_text` renders served rank prompts.
+        prompter: the `Prompter` whose `prompt_text` renders served rank prompts.
         progress: called as progress(done_users, total_users).
 
     Returns:
         Rank examples for each (user, position), plus about `reason_share` as many reason examples.
     """
     from reasonrec.agent.model.labels import label_token_ids
-    from reasonrec.agent.ranking.generative import RankRequest
+    from reasonrec.agent.ranking.request import RankRequest
 
     items = agent.items
     catalogue = sorted(items, key=natural_key)

@@ -70,7 +70,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
     from reasonrec.agent.model.loading import load_model
-    from reasonrec.agent.ranking.generative import GenerativeRanker
+    from reasonrec.agent.ranking.prompter import Prompter
     from reasonrec.finetune.evaluation.baselines import ItemKNNRanker
     from reasonrec.finetune.evaluation.split import leave_one_out
     from reasonrec.prompts.loader import template_version
@@ -83,7 +83,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     split = leave_one_out(agent.dataset)
     catalogue = sorted(agent.items, key=natural_key)
     lm = load_model(model_cfg)
-    prompter = GenerativeRanker(lm, agent_cfg)
+    prompter = Prompter(lm, agent_cfg)
     knn = ItemKNNRanker(split, catalogue)
     examples = build_examples(agent, split, cfg, knn, prompter, lambda d, t: note("building data", d, t, {}))
     digest = data_hash(examples)
@@ -207,7 +207,7 @@ def validation_logits(
     import torch
 
     from reasonrec.agent.model.labels import label_token_ids
-    from reasonrec.agent.ranking.generative import RankRequest
+    from reasonrec.agent.ranking.request import RankRequest
 
     tok = prompter.lm.tokenizer
     scores, rows, targets = [], [], []

@@ -110,20 +110,21 @@ def test_garbage_model_output_still_gives_k_valid_items(agent, tiny_random_lm):
         ("The people who watched the movie watched it.", False),  # names nothing checkable
         ("A comedy like the ones you watch.", True),  # a real genre of the item
         ("Fans of Up in Smoke will enjoy it.", True),  # a real history title
-        ("A 1995 film.", True),  # the item's real year
+        ("A 1995 film for a quiet evening.", True),  # the item's real year (3+ words: shorter is no reason)
     ],
 )
 def test_ungrounded_model_reasons_are_replaced_by_facts(ml100k, reason, kept):
-    from reasonrec.agent.ranking.generative import RankRequest, mark_grounded
-    from reasonrec.agent.schemas import Recommendation, Recommendations
+    from reasonrec.agent.ranking.finalize import build_recommendations
+    from reasonrec.agent.ranking.request import RankRequest
+    from reasonrec.prompts.parser import ParsedEntry, ParsedRanking
 
     items = ml100k.items
     history = [items[i] for i in ml100k.history("196")]
     item = items["1"]  # Toy Story (1995): Animation, Children's, Comedy
-    rec = Recommendation(item_id="1", title=item.title, rank=1, reason=reason, source="model")
-    recs = Recommendations(items=[rec], k=1, n_candidates=1, mode="generative", model_id="m",
-                           template_version="t", valid_output=True, n_model=1, n_fallback=0)  # fmt: skip
-    out = mark_grounded(RankRequest(history, [item], k=1), recs)
+    parsed = ParsedRanking(entries=[ParsedEntry(label="A", item_id="1", reason=reason, source="model")], n_model=1,
+                           n_fallback=0, off_candidate=[], duplicates=[], missing_reasons=0, format="lines",
+                           valid=True)  # fmt: skip
+    out = build_recommendations(RankRequest(history, [item], k=1), parsed, None, "m", "generative", {}, template="t")
     assert out.grounded_rate == (1.0 if kept else 0.0)
     assert (out.items[0].reason == reason) == kept and out.items[0].grounded
     assert out.items[0].reason_source == ("model" if kept else "template")

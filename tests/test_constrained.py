@@ -14,10 +14,10 @@ import pytest
 
 from reasonrec.agent.api import RecommenderAgent
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.ranking.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
 from reasonrec.agent.model.labels import label_token_ids
+from reasonrec.agent.ranking.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
 from reasonrec.agent.ranking.generative import GenerativeRanker
-from reasonrec.agent.ranking.scoring import make_ranker
+from reasonrec.agent.ranking.registry import make_ranker
 from reasonrec.errors import ConfigError
 
 PROMPT = {"domain": "movie", "max_history": 3, "max_description_chars": 0}

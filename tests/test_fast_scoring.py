@@ -14,7 +14,7 @@ import pytest
 from reasonrec.agent.api import RecommenderAgent
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.loading import CompiledForward
-from reasonrec.agent.ranking.scoring import make_ranker
+from reasonrec.agent.ranking.registry import make_ranker
 from reasonrec.prompts import TEMPLATE_VERSION
 
 PROMPT = {"domain": "movie", "max_history": 3, "max_description_chars": 0}
@@ -37,7 +37,7 @@ def test_compact_prompt_ranks_on_smollm2_and_caches_its_answer_format(ml100k, lm
     ranker = agent.ranker
     cached = lm.tokenizer.decode(ranker._prefix_ids[: ranker.last_prefix_len])
     assert cached.rstrip().endswith("History, oldest first:") and "Answer in" in cached
-    full_prefix = make_agent(ml100k, lm, prefix_cache=True).ranker._prompter.prefix_text()
+    full_prefix = make_agent(ml100k, lm, prefix_cache=True).ranker.prompter.prefix_text()
     assert ranker.last_prefix_len > len(lm.tokenizer(full_prefix, add_special_tokens=False)["input_ids"]) + 15
 
 
@@ -46,7 +46,7 @@ def test_unpadded_batch_runs_without_a_mask_and_gives_the_masked_scores(ml100k, 
     agent = make_agent(ml100k, tiny_random_lm)
     ranker = agent.ranker
     req = agent._request(HISTORY, CANDS, 3, None, None)
-    rows = [tiny_random_lm.tokenizer(ranker._prompter.prompt_text(req)[0], add_special_tokens=False)["input_ids"]]
+    rows = [tiny_random_lm.tokenizer(ranker.prompter.prompt_text(req)[0], add_special_tokens=False)["input_ids"]]
     enc, _ = ranker._shared.inputs(rows, [])
     assert set(enc) == {"input_ids", "use_cache"}
     padded, _ = ranker._shared.inputs([rows[0], rows[0][5:]], [])

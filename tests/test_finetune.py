@@ -49,21 +49,21 @@ def agent_config_file(tmp_path_factory, indexed_store_dir):
 
 @pytest.fixture(scope="module")
 def examples(agent, ml100k):
-    from reasonrec.agent.ranking.generative import GenerativeRanker
-    from reasonrec.finetune.evaluation.baselines import ItemKNNRanker
+    from reasonrec.agent.ranking.prompter import Prompter
     from reasonrec.finetune.data import build_examples
+    from reasonrec.finetune.evaluation.baselines import ItemKNNRanker
     from reasonrec.finetune.evaluation.split import leave_one_out
     from reasonrec.retrieval.types import natural_key
 
     split = leave_one_out(ml100k)
     knn = ItemKNNRanker(split, sorted(ml100k.items, key=natural_key))
     cfg = TrainConfig(train_users=6, positions_per_user=3, reason_share=0.5)
-    prompter = GenerativeRanker(agent.model, agent.config)
+    prompter = Prompter(agent.model, agent.config)
     return split, cfg, build_examples(agent, split, cfg, knn, prompter), (agent, knn, prompter)
 
 
 def test_examples_use_only_train_items_and_the_serving_prompt(examples, ml100k):
-    from reasonrec.agent.ranking.generative import RankRequest
+    from reasonrec.agent.ranking.request import RankRequest
 
     split, cfg, exs, (agent, _, prompter) = examples
     ranks = [e for e in exs if e.kind == "rank"]
@@ -115,16 +115,16 @@ def test_examples_are_deterministic_and_hashed(examples, agent):
 
 def test_target_positions_spread_over_the_list(agent, ml100k):
     """Shuffled candidates: the true item's label is not stuck at one position (position bias)."""
-    from reasonrec.agent.ranking.generative import GenerativeRanker
-    from reasonrec.finetune.evaluation.baselines import ItemKNNRanker
+    from reasonrec.agent.ranking.prompter import Prompter
     from reasonrec.finetune.data import build_examples
+    from reasonrec.finetune.evaluation.baselines import ItemKNNRanker
     from reasonrec.finetune.evaluation.split import leave_one_out
     from reasonrec.retrieval.types import natural_key
 
     split = leave_one_out(ml100k)
     knn = ItemKNNRanker(split, sorted(ml100k.items, key=natural_key))
     cfg = TrainConfig(train_users=40, positions_per_user=1, reason_share=0.0)
-    exs = build_examples(agent, split, cfg, knn, GenerativeRanker(agent.model, agent.config))
+    exs = build_examples(agent, split, cfg, knn, Prompter(agent.model, agent.config))
     positions = [e.target for e in exs]
     assert len(set(positions)) >= 10, positions
 

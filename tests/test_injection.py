@@ -170,15 +170,15 @@ def test_malicious_query_through_retrieval(attack_agent):
 
 def test_the_prompt_keeps_its_structure_and_shows_attacks_literally(attack_agent):
     """The chat-templated prompt: 3 turns exactly, one line per candidate, instructions unchanged."""
-    from reasonrec.agent.ranking.generative import RankRequest
+    from reasonrec.agent.ranking.request import RankRequest
 
     ranker = attack_agent.ranker
     items = attack_agent.items
     hist = [items[i] for i in HISTORY]
     evil = RankRequest(history=hist, candidates=[items[a[0]] for a in ATTACKS], k=3, query=EVIL_QUERY)
     benign = RankRequest(history=hist, candidates=[items[str(i)] for i in range(1, 8)], k=3, query="space")
-    text, labels = ranker.prompt_text(evil)
-    plain, _ = ranker.prompt_text(benign)
+    text, labels = ranker.prompter.prompt_text(evil)
+    plain, _ = ranker.prompter.prompt_text(benign)
     tok = attack_agent.model.tokenizer
     ids = tok(text, add_special_tokens=False)["input_ids"]
     start, end = tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")
@@ -215,7 +215,13 @@ def test_chat_messages_are_inert(attack_agent, tmp_path):
 
 
 def test_reason_opener_names_the_closest_history_item_or_a_genre():
-    from reasonrec.agent.ranking.reasons import closest_history, is_grounded, natural_title, opener_continuation, reason_opener
+    from reasonrec.agent.ranking.reasons import (
+        closest_history,
+        is_grounded,
+        natural_title,
+        opener_continuation,
+        reason_opener,
+    )
 
     noir = Item(id="1", title="Maltese Falcon, The (1941)", year=1941, genres=("Film-Noir", "Mystery"))
     comedy = Item(id="2", title="Airplane!", year=1980, genres=("Comedy",))

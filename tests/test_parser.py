@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from reasonrec.prompts.parser import parse_ranking
 from reasonrec.errors import ConfigError
+from reasonrec.prompts.parser import parse_ranking
 
 # ML-100K ids, in retriever order (the fallback order).
 CANDS = {"A": "1", "B": "12", "C": "50", "D": "100", "E": "181"}

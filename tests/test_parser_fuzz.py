@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_parser import CANDS, TITLES  # the same five ML-100K candidates as the example-based tests
 
-from reasonrec.prompts.parser import ParsedRanking, parse_ranking
 from reasonrec.errors import ConfigError
+from reasonrec.prompts.parser import ParsedRanking, parse_ranking
 
 FRAGMENTS = [
     "[", "]", "(", ")", "{", "}", "[A]", "[b]", "[Z]", "C]", "A)", "B:", "E -", "1.", "- ", "\n", "\n\n",

@@ -15,14 +15,10 @@ from reasonrec.agent.api import RecommenderAgent
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.labels import label_token_ids
 from reasonrec.agent.ranking.generative import GenerativeRanker
-from reasonrec.agent.ranking.scoring import (
-    HybridRanker,
-    ScoringRanker,
-    clean_reason,
-    make_ranker,
-    permutation_orders,
-    restates_question,
-)
+from reasonrec.agent.ranking.hybrid import HybridRanker, clean_reason
+from reasonrec.agent.ranking.reasons import restates_question
+from reasonrec.agent.ranking.registry import make_ranker
+from reasonrec.agent.ranking.scoring import ScoringRanker, permutation_orders
 from reasonrec.errors import ConfigError
 
 PROMPT = {"domain": "movie", "max_history": 3, "max_description_chars": 0}
@@ -42,7 +38,7 @@ def manual_probs(lm, ranker, req):
     """
     import torch
 
-    text, label_map = ranker._prompter.prompt_text(req)
+    text, label_map = ranker.prompter.prompt_text(req)
     labels, ids = label_token_ids(lm.tokenizer, len(req.candidates))
     enc = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():

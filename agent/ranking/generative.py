@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -20,31 +19,17 @@ from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.labels import label_token_ids
 from reasonrec.agent.model.loading import LoadedModel
 from reasonrec.agent.ranking.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
-from reasonrec.agent.ranking.reasons import grounded_reason, is_grounded, reason_opener, usable_reason
-from reasonrec.agent.schemas import Recommendation, Recommendations
+from reasonrec.agent.ranking.finalize import build_recommendations, complete_from
+from reasonrec.agent.ranking.prompter import Prompter
+from reasonrec.agent.ranking.reasons import usable_reason
+from reasonrec.agent.ranking.request import RankRequest
+from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ReasonRecError
-from reasonrec.prompts.loader import (
-    ANSWER_PREFIX,
-    render_rank_messages,
-    render_reason_messages,
-    template_version,
-)
-from reasonrec.prompts.parser import ParsedEntry, ParsedRanking, parse_ranking
-from reasonrec.retrieval.types import Item
+from reasonrec.prompts.loader import ANSWER_PREFIX
+from reasonrec.prompts.parser import ParsedRanking, parse_ranking
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RankRequest:
-    """One user's ranking job: history items (oldest first) and candidates in retriever order."""
-
-    history: list[Item]
-    candidates: list[Item]
-    k: int
-    query: str | None = None
-    user_id: str | None = None
-    retrieval_scores: list[float | None] = field(default_factory=list)
+__all__ = ["BatchedRanker", "GenerativeRanker", "RankRequest"]
 
 
 class BatchedRanker:
@@ -59,10 +44,7 @@ class BatchedRanker:
         out: list[Recommendations] = []
         bs = self.config.ranker.batch_size
         for start in range(0, len(requests), bs):
-            batch = list(requests[start : start + bs])
-            replace = self.config.ranker.grounded_reasons
-            ranked = self._rank_batch(batch)
-            out.extend(mark_grounded(req, rec, replace) for req, rec in zip(batch, ranked, strict=True))
+            out.extend(self._rank_batch(list(requests[start : start + bs])))
             if progress:
                 progress(len(out), len(requests))
         return out
@@ -73,7 +55,17 @@ class BatchedRanker:
     @property
     def template(self) -> str:
         """The rank template version this ranker renders (recorded in every result)."""
-        return template_version(self.config.prompt)
+        return self.prompter.template
+
+    prompter: Prompter
+
+    def finalize(self, req: RankRequest, parsed: ParsedRanking, raw: str | None, timings: dict[str, float],
+                 scores: dict[str, float] | None = None, **kw: Any) -> Recommendations:  # fmt: skip
+        """`finalize.build_recommendations` with this ranker's model, mode, template and reason policy."""
+        return build_recommendations(
+            req, parsed, raw, self.lm.model_id, self.mode, timings, scores, template=self.template,
+            replace_ungrounded=self.config.ranker.grounded_reasons, **kw,
+        )  # fmt: skip
 
 
 class GenerativeRanker(BatchedRanker):
@@ -91,52 +83,16 @@ class GenerativeRanker(BatchedRanker):
     def __init__(self, lm: LoadedModel, config: AgentConfig):
         self.lm = lm
         self.config = config
+        self.prompter = Prompter(lm, config)
         self._newline_ids = _newline_token_ids(lm.tokenizer)
         self.constrained = config.ranker.constrained
         self._grammar = rank_grammar(lm.tokenizer) if self.constrained else None
         # requests -> item ids in scoring order, one list per request (see make_ranker)
         self.rescue: Callable[[list[RankRequest]], list[list[str]]] | None = None
 
-    def prompt_text(self, req: RankRequest) -> tuple[str, dict[str, str]]:
-        """Chat-templated prompt (ending in the "[" prefill) and the label -> item id map."""
-        labels, _ = label_token_ids(self.lm.tokenizer, len(req.candidates))
-        pairs = list(zip(labels, req.candidates, strict=True))
-        messages = render_rank_messages(req.history, pairs, req.k, req.query, self.config.prompt)
-        text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return text + ANSWER_PREFIX, {label: item.id for label, item in pairs}
-
-    def reason_text(self, history: Sequence[Item], item: Item, query: str | None) -> tuple[str, str]:
-        """Chat-templated reason prompt for one pick, ending in the reason opener; and the opener.
-
-        Serving (hybrid mode) and training data (finetune/data.py) both build reason prompts here.
-        """
-        messages = render_reason_messages(history, item, query, self.config.prompt)
-        text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        opener = self.opener(item, history)
-        return text + opener, opener
-
-    def opener(self, item: Item, history: Sequence[Item]) -> str:
-        """The grounded start of `item`'s reason (agent.reasons.reason_opener); "" with `ranker.reason_opener` off."""
-        return reason_opener(item, history, self.config.prompt.domain) if self.config.ranker.reason_opener else ""
-
-    def prefix_text(self) -> str:
-        """The chat-templated text up to the first history title: the same for every request with history.
-
-        Scoring mode caches the keys/values of these tokens once (agent/prefix.py). Only the tokens a
-        batch's prompts really share are used, so a request without history simply shares fewer.
-        """
-        sentinel = "reasonrec-prefix-sentinel"
-        tok = self.lm.tokenizer
-        messages = render_rank_messages([sentinel], [("A", "x")], 1, None, self.config.prompt)
-        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if sentinel not in text:  # a custom template that hides history: up to the user message's content
-            messages[-1]["content"] = sentinel
-            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return text[: text.index(sentinel)] if sentinel in text else ""
-
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
         t0 = time.perf_counter()
-        prompts, label_maps = zip(*(self.prompt_text(r) for r in reqs), strict=True)
+        prompts, label_maps = zip(*(self.prompter.prompt_text(r) for r in reqs), strict=True)
         t1 = time.perf_counter()
         try:
             texts, n_gen = self._generate(list(prompts), reqs)
@@ -147,25 +103,22 @@ class GenerativeRanker(BatchedRanker):
             texts, n_gen = [""] * len(reqs), 0
         t2 = time.perf_counter()
         parsed = []
+        chars = self.prompter.reason_chars()
         for req, labels, text in zip(reqs, label_maps, texts, strict=True):
             if self.constrained:
-                p = parse_constrained(ANSWER_PREFIX + text, labels, req.k, self._reason_chars())
+                p = parse_constrained(ANSWER_PREFIX + text, labels, req.k, chars)
                 parsed.append(self._drop_echoes(p, req))
             else:
                 titles = {lab: it.title for lab, it in zip(labels, req.candidates, strict=True)}
-                parsed.append(
-                    parse_ranking(
-                        ANSWER_PREFIX + text, labels, req.k, titles=titles, max_reason_chars=self._reason_chars()
-                    )
-                )
+                parsed.append(parse_ranking(ANSWER_PREFIX + text, labels, req.k, titles=titles, max_reason_chars=chars))
         short = [i for i, (p, r) in enumerate(zip(parsed, reqs, strict=True)) if p.n_model < r.k]
         orders = self._rescue_orders([reqs[i] for i in short]) if self.constrained and short else []
         t3 = time.perf_counter()
         results = []
         for i, (req, p, text, labels) in enumerate(zip(reqs, parsed, texts, label_maps, strict=True)):
             order = orders[short.index(i)] if orders and i in short else None
-            if order is not None:
-                p = _complete_from(p, order, labels, req.k)
+            if order is not None:  # picks past the model's own come from the scoring order
+                p = complete_from(p, order, labels, req.k)
             timings = {
                 "prompt_ms": (t1 - t0) * 1000 / len(reqs),
                 "generate_ms": (t2 - t1) * 1000 / len(reqs),
@@ -174,14 +127,8 @@ class GenerativeRanker(BatchedRanker):
                 "batch_size": float(len(reqs)),
                 "tokens_per_s": n_gen / max(t2 - t1, 1e-9),
             }
-            rec = build_recommendations(
-                req, p, ANSWER_PREFIX + text, self.lm.model_id, self.mode, timings, template=self.template
-            )
-            if order is not None:  # entries past the model's own picks came from scoring, not retriever order
-                for r in rec.items[p.n_model :]:
-                    r.source = "scoring"
-                rec.n_scoring, rec.n_fallback = rec.n_fallback, 0
-            results.append(rec)
+            filled_by = "scoring" if order is not None else "fallback"
+            results.append(self.finalize(req, p, ANSWER_PREFIX + text, timings, filled_by=filled_by))
         return results
 
     def _generate(self, prompts: list[str], reqs: list[RankRequest]) -> tuple[list[str], int]:
@@ -203,7 +150,7 @@ class GenerativeRanker(BatchedRanker):
         if self._grammar is not None:
             from transformers import LogitsProcessorList
 
-            budget = reason_token_budget(self.config)
+            budget = self.prompter.reason_tokens()
             row_labels = [label_token_ids(tok, len(r.candidates))[1] for r in reqs]
             openers = [self._opener_ids(r, ids) for r, ids in zip(reqs, row_labels, strict=True)]
             longest = max((len(t) for op in openers for t in op.values()), default=0)
@@ -213,13 +160,13 @@ class GenerativeRanker(BatchedRanker):
             gen_kwargs.update(
                 logits_processor=LogitsProcessorList([proc]),
                 eos_token_id=self._grammar.eos_id,
-                max_new_tokens=rc.max_new_tokens or RankLogitsProcessor.max_new_tokens(k_max, budget + longest),
+                max_new_tokens=self.prompter.answer_tokens(k_max, longest),
             )
         else:
             stop = _LinesStop(self._newline_ids, prompt_len, [r.k for r in reqs])
             gen_kwargs.update(
                 stopping_criteria=[stop],
-                max_new_tokens=rc.max_new_tokens or k_max * (self.config.prompt.max_reason_words * 2 + 8),
+                max_new_tokens=self.prompter.answer_tokens(k_max),
             )
         with torch.inference_mode():
             seqs = self.lm.model.generate(**enc, **gen_kwargs)
@@ -231,7 +178,7 @@ class GenerativeRanker(BatchedRanker):
         """Label token -> token ids of that candidate's reason opener (empty with `ranker.reason_opener` off)."""
         out = {}
         for label_id, item in zip(label_ids, req.candidates, strict=True):
-            opener = self.opener(item, req.history)
+            opener = self.prompter.opener(item, req.history)
             if opener:  # after "]" the reason starts with a space, as the model writes it
                 out[label_id] = self.lm.tokenizer.encode(" " + opener, add_special_tokens=False)
         return out
@@ -257,105 +204,6 @@ class GenerativeRanker(BatchedRanker):
         except Exception as e:  # the last link of the chain: retriever order, never a crash
             log.warning("scoring fallback failed (%s: %s); using retriever order", type(e).__name__, e)
             return []
-
-    def _reason_chars(self) -> int:
-        return self.config.prompt.max_reason_words * 12
-
-
-def reason_token_budget(config: AgentConfig) -> int:
-    """Tokens one generated reason may take (hybrid and constrained generative mode)."""
-    return config.ranker.reason_max_new_tokens or config.prompt.max_reason_words * 2
-
-
-def _complete_from(parsed: ParsedRanking, order: list[str], label_map: dict[str, str], k: int) -> ParsedRanking:
-    """Keep the model's picks, then fill up to k in `order` (scoring order) instead of retriever order."""
-    model = parsed.entries[: parsed.n_model]
-    chosen = {e.item_id for e in model}
-    label_of = {item_id: label for label, item_id in label_map.items()}
-    rest = [ParsedEntry(label=label_of[i], item_id=i, source="fallback") for i in order if i not in chosen]
-    return parsed.model_copy(update={"entries": model + rest[: k - len(model)]})
-
-
-def build_recommendations(
-    req: RankRequest,
-    parsed: ParsedRanking,
-    raw: str | None,
-    model_id: str,
-    mode: str,
-    timings: dict[str, float],
-    scores: dict[str, float] | None = None,
-    *,
-    template: str,
-) -> Recommendations:
-    """Turn a parsed ranking into the public result; every item gets a non-empty reason.
-
-    `template` is the rank template version that produced it (`BatchedRanker.template`)."""
-    by_id = {it.id: it for it in req.candidates}
-    sims = dict(zip([c.id for c in req.candidates], req.retrieval_scores or [], strict=False))
-    items = []
-    echoed = 0
-    for rank, entry in enumerate(parsed.entries, start=1):
-        item = by_id[entry.item_id]
-        reason, reason_source = entry.reason, "model"
-        if reason and not usable_reason(reason, item):
-            echoed += 1
-            reason = None
-        if not reason:
-            reason, reason_source = grounded_reason(item, req.history, sims.get(item.id)), "template"
-        items.append(
-            Recommendation(
-                item_id=item.id,
-                title=item.title,
-                year=item.year,
-                genres=list(item.genres),
-                rank=rank,
-                reason=reason,
-                score=(scores or {}).get(item.id),
-                retrieval_score=sims.get(item.id),
-                source=entry.source,
-                reason_source=reason_source,
-            )
-        )
-    return Recommendations(
-        user_id=req.user_id,
-        query=req.query,
-        items=items,
-        k=req.k,
-        n_candidates=len(req.candidates),
-        mode=mode,
-        model_id=model_id,
-        template_version=template,
-        valid_output=parsed.valid and echoed == 0,
-        n_model=parsed.n_model,
-        n_fallback=parsed.n_fallback,
-        n_off_candidate=len(parsed.off_candidate),
-        n_duplicates=len(parsed.duplicates),
-        raw_output=raw,
-        timings=timings,
-    )
-
-
-def mark_grounded(req: RankRequest, rec: Recommendations, replace: bool = True) -> Recommendations:
-    """Flag each reason as grounded or not; replace ungrounded model reasons by fact-based ones.
-
-    Why after ranking, in the driver: hybrid mode replaces reasons after `build_recommendations`, so
-    only the final text can be judged; every mode passes through here. `grounded_rate` is measured on
-    the model's own reasons before any replacement: it is the model's score, not the output's.
-    """
-    by_id = {it.id: it for it in req.candidates}
-    sims = dict(zip([c.id for c in req.candidates], req.retrieval_scores or [], strict=False))
-    n_model = n_ok = 0
-    for r in rec.items:
-        item = by_id[r.item_id]
-        r.grounded = is_grounded(r.reason, item, req.history)
-        if r.reason_source == "model":
-            n_model += 1
-            n_ok += r.grounded
-            if replace and not r.grounded:  # "the movie people watched" names nothing checkable
-                r.reason, r.reason_source = grounded_reason(item, req.history, sims.get(item.id)), "template"
-                r.grounded = is_grounded(r.reason, item, req.history)
-    rec.grounded_rate = n_ok / n_model if n_model else None
-    return rec
 
 
 @lru_cache(maxsize=8)  # decodes the whole vocabulary; every ranker built on one tokenizer shares it

@@ -165,3 +165,14 @@ def is_grounded(reason: str, item: _ItemLike, history: Sequence[_ItemLike]) -> b
         if re.search(rf"\b({y}|{decade}s|'?{decade % 100:02d}s)\b", text):
             return True
     return False
+
+
+# The small model often restates the task instead of answering it.
+_META = re.compile(
+    r"\b(?:wants? to know|(?:explain|say|tell)\w* (?:in one sentence )?why|why (?:a|the|this) user)\b", re.I
+)
+
+
+def restates_question(text: str) -> bool:
+    """True for "The user wants to know why ..." style answers that repeat the task, not a reason."""
+    return bool(_META.search(text))

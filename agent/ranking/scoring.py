@@ -10,9 +10,7 @@ Small LMs are strongly position-biased (they favour the first labels). With `ran
 mapped back to items per shuffle and each item's probability is averaged. All P x batch prompts go
 through one left-padded forward pass, so the cost is ~P times the tokens, not P round trips.
 
-Hybrid mode orders with scoring, then asks the model for one sentence per picked item with the
-reason prompt (prompts/templates/reason.jinja), all reasons of all users in one batched `generate`.
-A reason that is empty or only echoes the item's listing line is replaced by the template reason.
+Hybrid mode (ranking/hybrid.py) orders with this ranker, then has the model explain each pick.
 """
 
 from __future__ import annotations
@@ -20,47 +18,34 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.labels import label_token_ids
 from reasonrec.agent.model.loading import CompiledForward, LoadedModel
-from reasonrec.agent.ranking.generative import (
-    BatchedRanker,
-    GenerativeRanker,
-    RankRequest,
-    build_recommendations,
-    reason_token_budget,
-)
+from reasonrec.agent.ranking.generative import BatchedRanker
 from reasonrec.agent.ranking.prefix import SharedPrefix
-from reasonrec.agent.ranking.reasons import usable_reason
+from reasonrec.agent.ranking.prompter import Prompter
+from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, ReasonRecError
-from reasonrec.prompts.loader import template_version
 from reasonrec.prompts.parser import ParsedEntry, ParsedRanking, parse_ranking
-from reasonrec.text import cut_at_word
 
 log = logging.getLogger(__name__)
 _PERMUTATION_SEED = 0
 _HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale")  # config keys that change logits after the head
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
-# The small model often restates the task instead of answering it.
-_META = re.compile(
-    r"\b(?:wants? to know|(?:explain|say|tell)\w* (?:in one sentence )?why|why (?:a|the|this) user)\b", re.I
-)
 
 
-class Ranker(Protocol):
-    """What the agent needs from a ranker: a mode name and batched `rank`."""
+@dataclasses.dataclass
+class Picks:
+    """A ranker's choice for one request before `finalize`: the parsed picks, timings, scores."""
 
-    mode: str
-
-    def rank(
-        self, requests: Sequence[RankRequest], progress: Callable[[int, int], None] | None = None
-    ) -> list[Recommendations]: ...
+    parsed: ParsedRanking
+    timings: dict[str, float]
+    scores: dict[str, float] | None = None
+    confidence: float | None = None
 
 
 @dataclasses.dataclass
@@ -102,9 +87,7 @@ class ScoringRanker(BatchedRanker):
     def __init__(self, lm: LoadedModel, config: AgentConfig):
         self.lm = lm
         self.config = config
-        # The rank prompt is defined once, by the generative ranker: reuse it so the two modes can
-        # never drift apart (also gives us its newline-token set for the hybrid reason stop).
-        self._prompter = GenerativeRanker(lm, config)
+        self.prompter = Prompter(lm, config)  # the rank prompt every mode (and training) renders
         self._shared = SharedPrefix(lm.model, lm.tokenizer.pad_token_id)
         self._prefix_ids: list[int] | None = None
         self.last_prefix_len = 0  # prefix tokens the last forward pass took from the cache
@@ -141,7 +124,7 @@ class ScoringRanker(BatchedRanker):
             labels, ids = label_token_ids(self.lm.tokenizer, n)
             for order in permutation_orders(n, p):
                 shown = dataclasses.replace(req, candidates=[req.candidates[i] for i in order])
-                text, label_map = self._prompter.prompt_text(shown)
+                text, label_map = self.prompter.prompt_text(shown)
                 prompts.append(text)
                 columns.append([label_map[lab] for lab in labels])
                 token_ids.append(ids)
@@ -180,7 +163,7 @@ class ScoringRanker(BatchedRanker):
         tok = self.lm.tokenizer
         rows = tok(prompts, add_special_tokens=False)["input_ids"]
         if self._prefix_ids is None:
-            self._prefix_ids = tok(self._prompter.prefix_text(), add_special_tokens=False)["input_ids"]
+            self._prefix_ids = tok(self.prompter.prefix_text(), add_special_tokens=False)["input_ids"]
         prefix_ids = self._prefix_ids if self.prefix_cache else []
         enc, self.last_prefix_len = self._shared.inputs(rows, prefix_ids)
         model = self.lm.model
@@ -218,6 +201,10 @@ class ScoringRanker(BatchedRanker):
         ]
 
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
+        return [self.finalize_picks(req, p) for req, p in zip(reqs, self.pick(reqs), strict=True)]
+
+    def pick(self, reqs: list[RankRequest]) -> list[Picks]:
+        """Each request's top k by probability; retriever order (flagged) if scoring fails."""
         t0 = time.perf_counter()
         try:
             scored, stage = self.score(reqs)
@@ -237,14 +224,9 @@ class ScoringRanker(BatchedRanker):
             top = sorted(req.candidates, key=lambda c: -s.probs[c.id])[: req.k]
             parsed = ParsedRanking(
                 entries=[ParsedEntry(label=label_of[c.id], item_id=c.id, source="model") for c in top],
-                n_model=req.k,
-                n_fallback=0,
-                off_candidate=[],
-                duplicates=[],
-                missing_reasons=0,
-                format="lines",
+                n_model=req.k, n_fallback=0, off_candidate=[], duplicates=[], missing_reasons=0, format="lines",
                 valid=True,
-            )
+            )  # fmt: skip
             timings = {
                 "prompt_ms": stage["prompt_ms"] / len(reqs),
                 "forward_ms": stage["forward_ms"] / len(reqs),
@@ -253,146 +235,18 @@ class ScoringRanker(BatchedRanker):
                 "permutations": float(self.permutations),
                 "top1_agreement": s.top1_agreement,
             }
-            scores = {c.id: s.probs[c.id] for c in top}
-            rec = build_recommendations(
-                req, parsed, None, self.lm.model_id, self.mode, timings, scores, template=self.template
-            )
-            rec.confidence = s.confidence
-            out.append(rec)
+            out.append(Picks(parsed, timings, {c.id: s.probs[c.id] for c in top}, s.confidence))
         return out
 
-    def _retriever_order(self, req: RankRequest, t0: float, n: int) -> Recommendations:
+    def finalize_picks(
+        self, req: RankRequest, picks: Picks, reasons: dict[str, str] | None = None, raw: str | None = None
+    ) -> Recommendations:
+        rec = self.finalize(req, picks.parsed, raw, picks.timings, picks.scores, reasons=reasons)
+        rec.confidence = picks.confidence
+        return rec
+
+    def _retriever_order(self, req: RankRequest, t0: float, n: int) -> Picks:
         """The last link of the fallback chain: the first k candidates as retrieved, template reasons."""
         labels, _ = label_token_ids(self.lm.tokenizer, len(req.candidates))
         parsed = parse_ranking("", {lab: c.id for lab, c in zip(labels, req.candidates, strict=True)}, req.k)
-        timings = {"total": (time.perf_counter() - t0) * 1000 / n, "batch_size": float(n)}
-        return build_recommendations(req, parsed, None, self.lm.model_id, self.mode, timings, template=self.template)
-
-
-class HybridRanker(ScoringRanker):
-    """Order with scoring, then let the model explain each pick in one sentence."""
-
-    mode = "hybrid"
-
-    def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
-        t0 = time.perf_counter()
-        recs = super()._rank_batch(reqs)
-        t1 = time.perf_counter()
-        jobs = []  # (user index, request, item, its Recommendation)
-        for u, (req, rec) in enumerate(zip(reqs, recs, strict=True)):
-            by_id = {c.id: c for c in req.candidates}
-            jobs.extend((u, req, by_id[r.item_id], r) for r in rec.items)
-        try:
-            texts = self._generate_reasons([(req, item) for _, req, item, _ in jobs])
-        except ReasonRecError:
-            raise
-        except Exception as e:  # keep the template reasons build_recommendations wrote; never a crash
-            log.warning("reason generation failed (%s: %s); keeping template reasons", type(e).__name__, e)
-            texts = [""] * len(jobs)
-        t2 = time.perf_counter()
-        raw: list[list[str]] = [[] for _ in reqs]
-        for (u, _, item, r), text in zip(jobs, texts, strict=True):
-            raw[u].append(text)
-            reason = clean_reason(text, self.config.prompt.max_reason_words, self._prompter._reason_chars())
-            if reason and usable_reason(reason, item) and not restates_question(reason):
-                r.reason, r.reason_source = reason, "model"
-            # else: keep the grounded template reason build_recommendations wrote (reason_source="template")
-        for u, rec in enumerate(recs):
-            rec.raw_output = "\n".join(raw[u])
-            rec.timings["reason_ms"] = (t2 - t1) * 1000 / len(reqs)
-            rec.timings["total"] = (time.perf_counter() - t0) * 1000 / len(reqs)
-        return recs
-
-    def _generate_reasons(self, jobs: list[tuple[RankRequest, Any]]) -> list[str]:
-        """One greedy sentence per (request, item), all in one left-padded `generate`."""
-        import torch
-
-        if not jobs:
-            return []
-        tok = self.lm.tokenizer
-        built = [self._prompter.reason_text(req.history, item, req.query) for req, item in jobs]
-        prompts, openers = [p for p, _ in built], [o for _, o in built]
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
-        max_new = reason_token_budget(self.config)
-        prompt_len = enc["input_ids"].shape[1]
-        stop = _ReasonStop(tok, prompt_len, self.config.prompt.max_reason_words)
-        with torch.inference_mode():
-            seqs = self.lm.model.generate(
-                **enc,
-                max_new_tokens=max_new,
-                stopping_criteria=[stop],
-                pad_token_id=tok.pad_token_id,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-            )
-        texts = tok.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
-        # The opener is part of the reason: the model wrote the rest of the sentence from it.
-        return [o + t if o else t for o, t in zip(openers, texts, strict=True)]
-
-
-class _ReasonStop:
-    """Stop a reason row at its first sentence end, newline or word cap.
-
-    Why: `clean_reason` keeps only the first sentence of at most `max_words` words, so every token
-    after it is wasted decoding; small models tend to run on to the token budget.
-    """
-
-    def __init__(self, tokenizer: Any, prompt_len: int, max_words: int):
-        self.tok, self.prompt_len, self.max_words = tokenizer, prompt_len, max_words
-        self.done: list[bool] | None = None
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        if self.done is None:
-            self.done = [False] * input_ids.shape[0]
-        for row, finished in enumerate(self.done):
-            if not finished:
-                text = self.tok.decode(input_ids[row, self.prompt_len :], skip_special_tokens=True)
-                self.done[row] = "\n" in text or _first_sentence(text) != text or len(text.split()) > self.max_words + 1
-        return torch.tensor(self.done, device=input_ids.device)
-
-
-def clean_reason(text: str, max_words: int, max_chars: int) -> str:
-    """First line, first sentence, at most `max_words` words and `max_chars` characters."""
-    line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
-    line = _first_sentence(line).strip().strip("\"'*_ ").strip()
-    words = line.split()
-    if len(words) > max_words:
-        line = " ".join(words[:max_words]).rstrip(",;:-") + "…"
-    return cut_at_word(line, max_chars)
-
-
-def _first_sentence(line: str) -> str:
-    for m in _SENTENCE_END.finditer(line):
-        word = line[: m.start()].rsplit(None, 1)[-1]
-        # "Sgt. Bilko", "Dr. Strangelove", "L.A. Confidential": an abbreviation, not a sentence end.
-        if len(word.rstrip(".!?")) <= 3 and word[:1].isupper() or word.count(".") > 1:
-            continue
-        return line[: m.start()]
-    return line
-
-
-def restates_question(text: str) -> bool:
-    """True for "The user wants to know why ..." style answers that repeat the task, not a reason."""
-    return bool(_META.search(text))
-
-
-def make_ranker(lm: LoadedModel, config: AgentConfig) -> Ranker:
-    """The ranker for `config.ranker.mode`: generative, scoring or hybrid."""
-    served = template_version(config.prompt)
-    if lm.adapter_template and lm.adapter_template != served:  # e.g. trained compact, served full
-        log.warning("the adapter was trained with rank template %r but this config renders %r: "
-                    "set `prompt.compact` as in training", lm.adapter_template, served)  # fmt: skip
-    mode = config.ranker.mode
-    if mode == "generative":
-        ranker = GenerativeRanker(lm, config)
-        ranker.rescue = ScoringRanker(lm, config).order  # the fallback chain's second link
-        return ranker
-    if mode == "scoring":
-        return ScoringRanker(lm, config)
-    if mode == "hybrid":
-        return HybridRanker(lm, config)
-    raise ConfigError(f"`ranker.mode` must be 'generative', 'scoring' or 'hybrid', got {mode!r}")
+        return Picks(parsed, {"total": (time.perf_counter() - t0) * 1000 / n, "batch_size": float(n)})

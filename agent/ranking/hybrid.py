@@ -1,0 +1,127 @@
+"""Hybrid ranking: order with scoring, then let the model explain each pick in one sentence.
+
+The reasons of all picks of all users are written in one batched `generate` from the reason prompt
+(prompts/templates/reason.jinja), each starting from its grounded opener; `finalize` then decides, once,
+whether the model's sentence is shown or a reason built from facts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from reasonrec.agent.ranking.request import RankRequest
+from reasonrec.agent.ranking.scoring import ScoringRanker
+from reasonrec.agent.schemas import Recommendations
+from reasonrec.errors import ReasonRecError
+from reasonrec.text import cut_at_word
+
+log = logging.getLogger(__name__)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+
+
+class HybridRanker(ScoringRanker):
+    """Order with scoring, then let the model explain each pick in one sentence."""
+
+    mode = "hybrid"
+
+    def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
+        t0 = time.perf_counter()
+        picks = self.pick(reqs)
+        t1 = time.perf_counter()
+        jobs = []  # (user index, request, picked item)
+        for u, (req, p) in enumerate(zip(reqs, picks, strict=True)):
+            by_id = {c.id: c for c in req.candidates}
+            jobs.extend((u, req, by_id[e.item_id]) for e in p.parsed.entries)
+        try:
+            texts = self._generate_reasons([(req, item) for _, req, item in jobs])
+        except ReasonRecError:
+            raise
+        except Exception as e:  # finalize writes reasons from facts instead; never a crash
+            log.warning("reason generation failed (%s: %s); using reasons built from facts", type(e).__name__, e)
+            texts = [""] * len(jobs)
+        t2 = time.perf_counter()
+        raw: list[list[str]] = [[] for _ in reqs]
+        reasons: list[dict[str, str]] = [{} for _ in reqs]
+        words, chars = self.config.prompt.max_reason_words, self.prompter.reason_chars()
+        for (u, _, item), text in zip(jobs, texts, strict=True):
+            raw[u].append(text)
+            reasons[u][item.id] = clean_reason(text, words, chars)
+        out = []
+        for u, (req, p) in enumerate(zip(reqs, picks, strict=True)):
+            p.timings["reason_ms"] = (t2 - t1) * 1000 / len(reqs)
+            p.timings["total"] = (time.perf_counter() - t0) * 1000 / len(reqs)
+            out.append(self.finalize_picks(req, p, reasons=reasons[u], raw="\n".join(raw[u])))
+        return out
+
+    def _generate_reasons(self, jobs: list[tuple[RankRequest, Any]]) -> list[str]:
+        """One greedy sentence per (request, item), all in one left-padded `generate`."""
+        import torch
+
+        if not jobs:
+            return []
+        tok = self.lm.tokenizer
+        built = [self.prompter.reason_text(req.history, item, req.query) for req, item in jobs]
+        prompts, openers = [p for p, _ in built], [o for _, o in built]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
+        max_new = self.prompter.reason_tokens()
+        prompt_len = enc["input_ids"].shape[1]
+        stop = _ReasonStop(tok, prompt_len, self.config.prompt.max_reason_words)
+        t = self.config.ranker.temperature  # the config's sampling applies to reasons too
+        sampling: dict[str, Any] = (
+            {"do_sample": True, "temperature": t}
+            if t > 0
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
+        with torch.inference_mode():
+            seqs = self.lm.model.generate(
+                **enc, max_new_tokens=max_new, stopping_criteria=[stop], pad_token_id=tok.pad_token_id, **sampling
+            )
+        texts = tok.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
+        # The opener is part of the reason: the model wrote the rest of the sentence from it.
+        return [o + t if o else t for o, t in zip(openers, texts, strict=True)]
+
+
+class _ReasonStop:
+    """Stop a reason row at its first sentence end, newline or word cap.
+
+    Why: `clean_reason` keeps only the first sentence of at most `max_words` words, so every token
+    after it is wasted decoding; small models tend to run on to the token budget.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_len: int, max_words: int):
+        self.tok, self.prompt_len, self.max_words = tokenizer, prompt_len, max_words
+        self.done: list[bool] | None = None
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        if self.done is None:
+            self.done = [False] * input_ids.shape[0]
+        for row, finished in enumerate(self.done):
+            if not finished:
+                text = self.tok.decode(input_ids[row, self.prompt_len :], skip_special_tokens=True)
+                self.done[row] = "\n" in text or _first_sentence(text) != text or len(text.split()) > self.max_words + 1
+        return torch.tensor(self.done, device=input_ids.device)
+
+
+def clean_reason(text: str, max_words: int, max_chars: int) -> str:
+    """First line, first sentence, at most `max_words` words and `max_chars` characters."""
+    line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
+    line = _first_sentence(line).strip().strip("\"'*_ ").strip()
+    words = line.split()
+    if len(words) > max_words:
+        line = " ".join(words[:max_words]).rstrip(",;:-") + "…"
+    return cut_at_word(line, max_chars)
+
+
+def _first_sentence(line: str) -> str:
+    for m in _SENTENCE_END.finditer(line):
+        word = line[: m.start()].rsplit(None, 1)[-1]
+        # "Sgt. Bilko", "Dr. Strangelove", "L.A. Confidential": an abbreviation, not a sentence end.
+        if len(word.rstrip(".!?")) <= 3 and word[:1].isupper() or word.count(".") > 1:
+            continue
+        return line[: m.start()]
+    return line
