@@ -22,7 +22,7 @@ from reasonrec.agent.model.loading import LoadedModel
 from reasonrec.agent.ranking.registry import Ranker, make_ranker
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendations
-from reasonrec.errors import ConfigError, DataError, UnknownItemError
+from reasonrec.errors import ConfigError, DataError, NotEnoughItemsError, UnknownItemError
 from reasonrec.retrieval.types import Dataset, Item
 
 Progress = Callable[[int, int], None]
@@ -86,7 +86,7 @@ class RecommenderAgent:
         """Embed the catalogue into the Chroma store (only new or changed items). Returns UpsertReport."""
         from reasonrec.retrieval.candidates import build_index
 
-        self._store, report = build_index(self.dataset, self.config.retrieval, progress=progress)
+        self._store, report = build_index(self.dataset, self.retrieval_config, progress=progress)
         self._generator = None
         return report
 
@@ -98,14 +98,20 @@ class RecommenderAgent:
             from reasonrec.retrieval.embed import Embedder
             from reasonrec.retrieval.store import ItemStore
 
-            rc = self.config.retrieval
+            rc = self.retrieval_config
             embedder = Embedder(rc.embedding_model, device=rc.device, batch_size=rc.batch_size)
             if self._store is None:
                 self._store = ItemStore(rc, embedder)
             if self._store.count() < len(self.items):
                 self._store.upsert(self.items.values())
+            _check_collection(self._store, self.items, rc.collection, self.dataset.name)
             self._generator = CandidateGenerator(self._store, embedder, self.items, rc)
         return self._generator
+
+    @property
+    def retrieval_config(self) -> Any:
+        """`config.retrieval` for this dataset: a collection left at 'ml-100k' is named after another catalogue."""
+        return self.config.retrieval.for_dataset(self.dataset.name)
 
     @property
     def model(self) -> LoadedModel:
@@ -175,7 +181,7 @@ class RecommenderAgent:
             n_cand = max(self.config.retrieval.n_candidates, k)
             cands = self.candidate_source.candidates(hist_ids, n_cand, query=q, where=where, exclude=frozenset(exclude))
             if len(cands) < k:
-                raise DataError(
+                raise NotEnoughItemsError(
                     f"`k` is {k} but only {len(cands)} unseen items match"
                     + (" the filter" if where else "")
                     + "; lower k or relax the filter"
@@ -301,6 +307,17 @@ class RecommenderAgent:
             rec.timings["retrieval_ms"] = ms
             rec.timings["total"] += ms
         return out
+
+
+def _check_collection(store: Any, items: dict[str, Item], collection: str, dataset: str) -> None:
+    """A collection holding ids the catalogue lacks was indexed from another catalogue: say so, by name."""
+    stray = [i for i in store.ids() if i not in items]
+    if stray:
+        raise DataError(
+            f"the Chroma collection {collection!r} holds {len(stray)} item id(s) that catalogue {dataset!r} lacks "
+            f"(e.g. {stray[:3]}): it was indexed from another catalogue; set `retrieval.collection` to a name "
+            "of its own for this catalogue (or delete that collection)"
+        )
 
 
 def _check_argument_types(user_ids: Any, histories: Any, queries: Any, exclude: Any) -> None:

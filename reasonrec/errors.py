@@ -43,6 +43,12 @@ class UnknownSessionError(DataError):
     http_status = 404
 
 
+class NotEnoughItemsError(DataError):
+    """Fewer unseen items match (filter, exclusions, history) than the `k` asked for: valid, not satisfiable."""
+
+    http_status = 409
+
+
 class RetrievalError(ReasonRecError):
     """The vector store or candidate generation failed."""
 

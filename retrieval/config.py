@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_COLLECTION = "ml-100k"
 
 # Chroma's own rule for collection names; checked here so a typo fails at config time, not at first use.
 _COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
@@ -35,9 +36,10 @@ class RetrievalConfig(BaseModel):
         "`chroma run --path DIR`); None = embedded store in `persist_dir`.",
     )
     collection: str = Field(
-        "ml-100k",
+        DEFAULT_COLLECTION,
         description="Chroma collection name: 3-512 characters from [A-Za-z0-9._-], starting and "
-        "ending with a letter or digit.",
+        "ending with a letter or digit. Left at 'ml-100k' with another catalogue, the agent names the "
+        "collection after that dataset instead (`for_dataset`).",
     )
     embedding_model: str = Field(
         DEFAULT_EMBEDDING_MODEL,
@@ -104,6 +106,15 @@ class RetrievalConfig(BaseModel):
             raise ValueError(f"`{info.field_name}` must not be empty")
         return v.strip()
 
+    def for_dataset(self, dataset_name: str) -> RetrievalConfig:
+        """This config for a catalogue: a `collection` left at the default is named after the dataset.
+
+        Why: one's own catalogue in the ML-100K collection would query ML-100K's items.
+        """
+        if self.collection != DEFAULT_COLLECTION or dataset_name == DEFAULT_COLLECTION:
+            return self
+        return self.model_copy(update={"collection": collection_for(dataset_name)})
+
     def resolved_persist_dir(self) -> Path:
         """The folder of the embedded store: `persist_dir`, or `reasonrec.paths.chroma_dir()`.
 
@@ -113,6 +124,12 @@ class RetrievalConfig(BaseModel):
         from reasonrec.paths import chroma_dir
 
         return (self.persist_dir or chroma_dir()).expanduser().resolve()
+
+
+def collection_for(dataset_name: str) -> str:
+    """A valid Chroma collection name for a dataset: its name with other characters as '_'."""
+    name = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "_", dataset_name)).strip("._-")[:60]
+    return name if _COLLECTION_RE.match(name) else f"catalogue-{name}"[:60].rstrip("._-")
 
 
 class CooccurrenceConfig(BaseModel):
