@@ -151,7 +151,8 @@ async def run_load(
 
 
 def main() -> None:
-    from reasonrec.agent.interfaces.cli_serve import ServerProcess
+    from _server import ServerProcess  # bench/_server.py (this script runs from bench/)
+
     from reasonrec.finetune.evaluation.report import default_machine, git_commit
     from reasonrec.retrieval import load_ml100k
 

@@ -12,8 +12,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers.servers import BackgroundServer
 
-from reasonrec.agent.interfaces.server import BackgroundServer, create_app
+from reasonrec.agent.interfaces.server import create_app
 
 
 def _load_bench():

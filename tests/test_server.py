@@ -11,9 +11,9 @@ import json
 
 import httpx
 import pytest
+from helpers.servers import BackgroundServer, ServerProcess
 
-from reasonrec.agent.interfaces.cli_serve import ServerProcess
-from reasonrec.agent.interfaces.server import BackgroundServer, ModelGate, create_app
+from reasonrec.agent.interfaces.server import ModelGate, create_app
 from reasonrec.errors import ConfigError
 
 

@@ -14,8 +14,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers.servers import BackgroundServer
 
-from reasonrec.agent.interfaces.server import BackgroundServer, create_app
+from reasonrec.agent.interfaces.server import create_app
 
 K = 5
 
@@ -57,8 +58,8 @@ def browser():
 @pytest.fixture(scope="module")
 def server(ml100k, lm, indexed_store, retrieval_config, tmp_path_factory):
     from reasonrec.agent.api import RecommenderAgent
-    from reasonrec.agent.config import AgentConfig, RankerConfig
     from reasonrec.agent.chat.store import SessionStore
+    from reasonrec.agent.config import AgentConfig, RankerConfig
 
     agent = RecommenderAgent(
         AgentConfig(retrieval=retrieval_config, ranker=RankerConfig(mode="scoring")), dataset=ml100k, model=lm

@@ -3,15 +3,16 @@
     reasonrec serve --port 8000 --mode scoring        # then open http://127.0.0.1:8000/ (docs at /docs)
     curl -s localhost:8000/v1/recommend -H 'content-type: application/json' -d '{"user_id": "196", "k": 5}'
 
-Endpoints: `POST /v1/recommend`, `GET /v1/items/{id}`, `POST /v1/sessions`, `GET /v1/sessions/{id}`,
-`POST /v1/sessions/{id}/messages`, `POST /v1/sessions/{id}/feedback`, `GET /healthz`, the page at `/`,
-OpenAPI at `/docs` and `/openapi.json`. A `ReasonRecError` becomes its `http_status` with
-`{"error": "..."}`; a body of the wrong shape or type becomes 422 with the same `error` key plus
-FastAPI's `detail` list.
+Endpoints: `POST /v1/recommend`, `GET /v1/items/{id}`, `POST|GET /v1/sessions`, `GET|DELETE
+/v1/sessions/{id}`, `POST /v1/sessions/{id}/messages`, `POST /v1/sessions/{id}/feedback`, `GET /healthz`,
+the page at `/`, the OpenAPI document at `/openapi.json`, rendered offline at `/docs` and `/redoc`.
+Every error is `{"error": "...", "type": "..."}` (http_errors.py); every status a route can answer is
+listed for it in the OpenAPI document; bodies are strict and bounded (http_schemas.py).
 
 Why one worker thread: the model is not thread-safe and the CPU has few cores, so every call that
 runs the model or the retriever goes through `ModelGate`: one thread, a bounded queue, and an
 immediate 429 with `Retry-After` when the queue is full, so overload never piles up unbounded work.
+Each route is one small function around one `gate.run(...)` call, so a batching layer can wrap it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +27,23 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from reasonrec.agent.interfaces.http_errors import (
+    BodyGuard,
+    Redactor,
+    ServerBusyError,
+    error_responses,
+    install_error_handlers,
+)
+from reasonrec.agent.interfaces.http_schemas import (
+    MAX_BODY_BYTES,
+    MAX_ID_CHARS,
+    Health,
+    ItemOut,
+    RecommendRequest,
+    check_where,
+)
 from reasonrec.agent.schemas import Recommendations
-from reasonrec.errors import ConfigError, ReasonRecError, UnknownItemError
+from reasonrec.errors import ConfigError, UnknownItemError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -42,74 +55,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 # server closes it gets a dropped request. A longer server-side keep-alive makes that race rare.
 KEEP_ALIVE_S = 30
 T = TypeVar("T")
-
-
-class ServerBusyError(ReasonRecError):
-    """The model queue is full; the client should retry after `retry_after_s` seconds."""
-
-    http_status = 429
-
-    def __init__(self, message: str, retry_after_s: int):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-# ---- request and response bodies ---------------------------------------------------------------
-class _Body(BaseModel):
-    # Unknown keys are a client mistake (a misspelled `user_id` would otherwise be silently ignored).
-    model_config = ConfigDict(extra="forbid")
-
-
-class RecommendRequest(_Body):
-    """`POST /v1/recommend`: the arguments of `RecommenderAgent.recommend`."""
-
-    user_id: str | None = Field(None, description="A user of the dataset (their full history is used).")
-    history: list[str] | None = Field(None, description="Item ids, oldest first, for a user the dataset lacks.")
-    query: str | None = Field(None, max_length=500, description="Free-text request, e.g. 'a funny sci-fi'.")
-    k: int | None = Field(None, ge=1, le=50, description="How many items (default: the server's ranker.k).")
-    exclude: list[str] = Field(default_factory=list, description="Item ids never to recommend.")
-    where: dict[str, Any] | None = Field(None, description="Chroma metadata filter, e.g. {'genre_Comedy': true}.")
-
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"user_id": "196", "k": 5, "query": "a funny sci-fi"}]}
-    )
-
-
-class ItemOut(BaseModel):
-    """`GET /v1/items/{item_id}`: one catalogue entry."""
-
-    item_id: str
-    title: str
-    year: int | None = None
-    genres: list[str] = Field(default_factory=list)
-    description: str = ""
-
-
-class SessionCreate(_Body):
-    """`POST /v1/sessions`: start a chat, optionally as a known user (their history seeds it)."""
-
-    user_id: str | None = Field(None, description="A user of the dataset; omit for a new user.")
-
-
-class MessageIn(_Body):
-    """`POST /v1/sessions/{id}/messages`: one user message."""
-
-    text: str = Field(min_length=1, max_length=2000, description="What the user typed.")
-
-
-class FeedbackIn(_Body):
-    """`POST /v1/sessions/{id}/feedback`: thumbs up (liked=true) or down on a recommended item."""
-
-    item_id: str = Field(min_length=1)
-    liked: bool
-
-
-class Health(BaseModel):
-    status: str
-    model_id: str | None
-    mode: str
-    pending: int = Field(description="Model jobs running or waiting now.")
-    capacity: int = Field(description="Jobs admitted at once (1 running + max_queue waiting); more get 429.")
 
 
 # ---- the model gate ----------------------------------------------------------------------------
@@ -174,16 +119,9 @@ class ModelGate:
 
 
 # ---- the app -----------------------------------------------------------------------------------
-def validation_message(errors: list[dict[str, Any]]) -> str:
-    """'k: Input should be a valid integer; user_id: ...' from pydantic/FastAPI error dicts."""
-    parts = []
-    for err in errors:
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
-
-
-def create_app(agent: RecommenderAgent, store: Any = None, max_queue: int = 8) -> FastAPI:
+def create_app(
+    agent: RecommenderAgent, store: Any = None, max_queue: int = 8, max_body_bytes: int = MAX_BODY_BYTES
+) -> FastAPI:
     """The FastAPI app over one agent.
 
     Args:
@@ -191,6 +129,7 @@ def create_app(agent: RecommenderAgent, store: Any = None, max_queue: int = 8) -
             `warm_up(agent)` first so the first request is not slow).
         store: a `SessionStore` for chat sessions; default `reasonrec.paths.home()/sessions.sqlite3`.
         max_queue: model jobs allowed to wait behind the running one before 429.
+        max_body_bytes: larger request bodies get 413 before any route reads them.
 
     Returns:
         FastAPI: serve it with uvicorn (`reasonrec serve` does).
@@ -198,13 +137,14 @@ def create_app(agent: RecommenderAgent, store: Any = None, max_queue: int = 8) -
     Raises:
         ConfigError: `max_queue` is not an integer >= 0.
     """
-    from fastapi import FastAPI, Request
-    from fastapi.encoders import jsonable_encoder
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
 
+    from reasonrec.agent.interfaces.sessions_api import add_session_routes, open_store
+
     gate = ModelGate(max_queue)
+    store = open_store(store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
@@ -216,25 +156,28 @@ def create_app(agent: RecommenderAgent, store: Any = None, max_queue: int = 8) -
         version="0.1.0",
         summary="Recommendations with a reason per item, and a chat that takes critiques.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets, so the docs render offline
+        redoc_url=None,
     )
-    app.state.agent = agent
-    app.state.gate = gate
-    app.state.store = store
+    app.state.agent, app.state.gate, app.state.store = agent, gate, store
+    rc = agent.config.retrieval
+    install_error_handlers(app, Redactor([store.path, rc.persist_dir]))
+    app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
+    _add_recommend_routes(app, agent, gate)
+    add_session_routes(app, agent, gate, store)
+    _add_docs_routes(app)
 
-    @app.exception_handler(ReasonRecError)
-    async def _reasonrec_error(_: Request, exc: ReasonRecError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, ServerBusyError) else None
-        return JSONResponse({"error": str(exc), "type": type(exc).__name__}, exc.http_status, headers=headers)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = jsonable_encoder(exc.errors())
-        return JSONResponse({"error": validation_message(errors), "detail": errors}, 422)
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
 
-    @app.exception_handler(Exception)
-    async def _bug(_: Request, exc: Exception) -> JSONResponse:
-        # A bug in reasonrec, not the client's fault: still JSON, so clients parse every answer alike.
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, 500)
+    return app
+
+
+def _add_recommend_routes(app: FastAPI, agent: RecommenderAgent, gate: ModelGate) -> None:
+    from fastapi import Path as PathParam
 
     @app.get("/healthz", response_model=Health, tags=["meta"])
     async def healthz() -> Health:
@@ -247,68 +190,83 @@ def create_app(agent: RecommenderAgent, store: Any = None, max_queue: int = 8) -
             capacity=gate.capacity,
         )
 
-    @app.post("/v1/recommend", response_model=Recommendations, tags=["recommend"])
+    @app.post(
+        "/v1/recommend", response_model=Recommendations, tags=["recommend"],
+        responses=error_responses(400, 404, 409, 413, 415, 422, 429, 503),
+    )  # fmt: skip
     async def recommend(body: RecommendRequest) -> Recommendations:
         """Recommend `k` items with a reason each (exactly k, only catalogue items the user has not seen)."""
+        if body.where is not None:
+            check_where(body.where)  # a client mistake is a 400 naming it, before Chroma sees the filter
         return await gate.run(
             agent.recommend,
             user_id=body.user_id,
-            history=body.history,
+            history=body.history or None,  # [] = no history given: the user's own, or the query alone
             query=body.query,
             k=body.k,
             exclude=body.exclude,
             where=body.where,
         )
 
-    @app.get("/v1/items/{item_id}", response_model=ItemOut, tags=["catalogue"])
-    async def item(item_id: str) -> ItemOut:
+    @app.get("/v1/items/{item_id}", response_model=ItemOut, tags=["catalogue"], responses=error_responses(404, 422))
+    async def item(item_id: str = PathParam(max_length=MAX_ID_CHARS)) -> ItemOut:
+        """One catalogue entry by id."""
         it = agent.items.get(item_id)
         if it is None:
             raise UnknownItemError(f"unknown item id {item_id!r} (not in catalogue {agent.dataset.name!r})")
         return ItemOut(item_id=it.id, title=it.title, year=it.year, genres=list(it.genres), description=it.description)
 
-    _add_session_routes(app, agent, gate, store)
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+def _add_docs_routes(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their JavaScript and CSS from the `fastapi-offline` package."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+    assets = docs_assets_dir()
+    if assets is not None:
+        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
-    return app
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        if assets is None:
+            return HTMLResponse(_NO_ASSETS, 503)
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="reasonrec API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        if assets is None:
+            return HTMLResponse(_NO_ASSETS, 503)
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="reasonrec API",
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/docs-assets/favicon.png",
+            with_google_fonts=False,
+        )
 
 
-def _add_session_routes(app: FastAPI, agent: RecommenderAgent, gate: ModelGate, store: Any) -> None:
-    """Chat sessions: create, read, send a message, thumbs up/down. Every turn is persisted first."""
-    from reasonrec.agent.chat.store import ChatTurn, SessionState, SessionStore
+_NO_ASSETS = (
+    "<p>The API docs need the package <code>fastapi-offline</code> (Swagger UI and ReDoc files): "
+    "<code>pip install fastapi-offline</code>. The schema itself is at <a href='/openapi.json'>/openapi.json</a>.</p>"
+)
 
-    if store is None:
-        from reasonrec import paths
 
-        store = SessionStore(paths.home() / "sessions.sqlite3")
-    app.state.store = store
+def docs_assets_dir() -> Path | None:
+    """The folder of Swagger UI / ReDoc files shipped by `fastapi-offline`, found without importing it."""
+    import importlib.util
 
-    @app.post("/v1/sessions", response_model=SessionState, status_code=201, tags=["chat"])
-    def create_session(body: SessionCreate | None = None) -> SessionState:
-        """Start a chat session; keep its `id` for the next calls."""
-        # Plain `def` routes run on FastAPI's thread pool: no model work, so no place in the model queue
-        # (a page reload must not be refused because the model is busy).
-        return agent.chat_session(user_id=body.user_id if body else None, store=store).state
-
-    @app.get("/v1/sessions/{session_id}", response_model=SessionState, tags=["chat"])
-    def get_session(session_id: str) -> SessionState:
-        """A session's state: liked/disliked items, constraints and every turn so far."""
-        return store.load(session_id)
-
-    @app.post("/v1/sessions/{session_id}/messages", response_model=ChatTurn, tags=["chat"])
-    async def send_message(session_id: str, body: MessageIn) -> ChatTurn:
-        """Send one message; the reply carries new recommendations or a clarifying question."""
-        return await gate.run(lambda: agent.chat_session(session_id, store=store).send(body.text))
-
-    @app.post("/v1/sessions/{session_id}/feedback", response_model=ChatTurn, tags=["chat"])
-    async def feedback(session_id: str, body: FeedbackIn) -> ChatTurn:
-        """Thumbs up/down on an item: recorded as a like/dislike, then the list is recommended again."""
-        return await gate.run(lambda: agent.chat_session(session_id, store=store).feedback(body.item_id, body.liked))
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
 def warm_up(agent: RecommenderAgent) -> None:
@@ -318,44 +276,6 @@ def warm_up(agent: RecommenderAgent) -> None:
     """
     _ = agent.candidate_source
     _ = agent.ranker
-
-
-class BackgroundServer:
-    """uvicorn serving `app` on a daemon thread, for tests and notebooks.
-
-        with BackgroundServer(create_app(agent)) as srv:
-            httpx.post(f"{srv.url}/v1/recommend", json={"user_id": "196"})
-
-    Args:
-        app: the ASGI app.
-        host: interface to bind; loopback by default.
-        port: 0 picks a free port (read `url` after entering).
-    """
-
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
-        import uvicorn
-
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_S)
-        )
-        self._thread = threading.Thread(target=self._server.run, name="reasonrec-http", daemon=True)
-        self.host = host
-        self.url = ""
-
-    def __enter__(self) -> BackgroundServer:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ConfigError(f"the HTTP server did not start on {self.host} (port in use?)")
-            time.sleep(0.02)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://{self.host}:{port}"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
 
 
 if __name__ == "__main__":  # python -m reasonrec.agent.interfaces.server [options] == reasonrec serve [options]
