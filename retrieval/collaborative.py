@@ -68,6 +68,7 @@ class CollaborativeSource:
         progress: Callable[[int, int], None] | None = None,
         on_epoch: Callable[[int, float, float], None] | None = None,
         collection: str | None = None,
+        refit: bool = False,
     ) -> CollaborativeSource:
         """Train (only when the interactions or settings changed) or load the model, then serve it.
 
@@ -83,6 +84,8 @@ class CollaborativeSource:
             progress: progress(batches done, batches at most) while training.
             on_epoch: on_epoch(epoch, loss, validation NDCG@10) while training.
             collection: the vector collection's name; None = `<retrieval.collection>-sasrec`.
+            refit: after the holdout run has picked the epoch count, train again on every item for
+                that many epochs and serve that model (about twice the training time; both are cached).
 
         Raises:
             DataError: too few interactions to train. ConfigError: cornac missing or bad settings.
@@ -91,6 +94,11 @@ class CollaborativeSource:
         if sequences is None:
             sequences = {u: dataset.history(u) for u in dataset.users()}
         model, _ = load_or_train(sequences, config, cache_dir=cache_dir, progress=progress, on_epoch=on_epoch)
+        if refit and model.config.holdout:
+            again = model.config.model_copy(
+                update={"max_epochs": model.info.best_epoch, "patience": 0, "holdout": False}
+            )
+            model, _ = load_or_train(sequences, again, cache_dir=cache_dir, progress=progress, on_epoch=on_epoch)
         return cls(model, retrieval or RetrievalConfig(), dataset.items, collection=collection)
 
     # --- CandidateSource ----------------------------------------------------------------------------

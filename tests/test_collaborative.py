@@ -171,3 +171,12 @@ def test_refit_without_holdout_trains_on_every_item(seqs):
     assert set(refit.info.item_ids) == {i for s in few.values() for i in s}
     assert refit.info.n_valid_users == 0 and refit.info.epochs_trained == TINY.max_epochs
     assert refit.info.key != train_sasrec(few, TINY).info.key
+
+
+def test_build_with_refit_serves_the_refitted_model(ml100k, seqs, tmp_path):
+    few = dict(list(seqs.items())[:8])
+    cfg = RetrievalConfig(persist_dir=tmp_path / "chroma", collection="refit-test")
+    src = CollaborativeSource.build(ml100k, cfg, TINY, sequences=few, cache_dir=tmp_path / "cache", refit=True)
+    assert not src.model.config.holdout and src.model.info.epochs_trained == 1
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # the holdout run and the refit, both cached
+    assert src.name == "refit-test-sasrec" and src.count() == len(src.model.info.item_ids)
