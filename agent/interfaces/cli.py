@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from reasonrec.agent.interfaces import cli_chat, cli_serve, cli_train
+from reasonrec.agent.interfaces import cli_chat, cli_serve, cli_sessions, cli_train
 from reasonrec.agent.interfaces.cli_common import (
     AdapterOpt,
     ChromaOpt,
@@ -226,6 +226,7 @@ app.command("chat")(cli_chat.chat)
 app.command("serve")(cli_serve.serve)
 app.command("train")(cli_train.train)
 app.command("calibrate")(cli_train.calibrate_cmd)
+app.add_typer(cli_sessions.app, name="sessions")
 
 if __name__ == "__main__":
     main()
