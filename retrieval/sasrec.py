@@ -318,6 +318,21 @@ def load_or_train(
     return model, True
 
 
+def cached_model(
+    sequences: Mapping[str, Sequence[str]], config: CollaborativeConfig | None = None, cache_dir: Path | None = None
+) -> SASRecModel | None:
+    """The model `load_or_train` would serve for these sequences and settings, or None if it is not trained yet.
+
+    Why: a request must never start minutes of training; `reasonrec index` trains, requests only load.
+    """
+    from reasonrec.paths import home
+
+    config = config or CollaborativeConfig()
+    ih = sequences_hash(sequences)
+    folder = (cache_dir or home() / "collaborative") / model_key(ih, config)
+    return SASRecModel.load(folder, expect_interactions=ih) if (folder / "model.json").is_file() else None
+
+
 def _cornac_kwargs(config: CollaborativeConfig) -> dict[str, Any]:
     return dict(
         embedding_dim=config.embedding_dim,
