@@ -309,10 +309,10 @@ def load_or_train(
     from reasonrec.paths import home
 
     config = config or CollaborativeConfig()
-    ih = sequences_hash(sequences)
-    folder = (cache_dir or home() / "collaborative") / model_key(ih, config)
-    if (folder / "model.json").is_file():
-        return SASRecModel.load(folder, expect_interactions=ih), False
+    cached = cached_model(sequences, config, cache_dir)
+    if cached is not None:
+        return cached, False
+    folder = (cache_dir or home() / "collaborative") / model_key(sequences_hash(sequences), config)
     model = train_sasrec(sequences, config, progress=progress, on_epoch=on_epoch)
     model.save(folder)
     return model, True
