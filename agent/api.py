@@ -12,18 +12,23 @@ dataset, the vector store and the model are loaded lazily, on first use, and reu
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from reasonrec.agent.candidates import ranking_features
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.loading import LoadedModel
 from reasonrec.agent.ranking.registry import Ranker, make_ranker
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, DataError, NotEnoughItemsError, UnknownItemError
+from reasonrec.retrieval.candidates import CandidateSource
 from reasonrec.retrieval.types import Dataset, Item
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -63,13 +68,15 @@ class RecommenderAgent:
         *,
         dataset: Dataset | None = None,
         model: LoadedModel | None = None,
+        candidate_source: CandidateSource | None = None,
     ):
         self.config = config or AgentConfig()
         self._dataset = dataset
         self._model = model
         self._store: Any = None
-        self._generator: Any = None
+        self._generator: CandidateSource | None = candidate_source
         self._ranker: Ranker | None = None
+        self.notes: list[str] = []  # what the agent could not do as configured (shown by the CLI)
 
     # ---- lazily built components -------------------------------------------------------------
     @property
@@ -82,36 +89,49 @@ class RecommenderAgent:
     def items(self) -> dict[str, Item]:
         return self.dataset.items
 
-    def index(self, progress: Progress | None = None) -> Any:
-        """Embed the catalogue into the Chroma store (only new or changed items). Returns UpsertReport."""
+    def index(
+        self, progress: Progress | None = None, train: bool = True, train_progress: Progress | None = None
+    ) -> Any:
+        """Embed the catalogue into Chroma (only new or changed items) and, with `train`, train the
+        collaborative model for these interactions if it is not cached yet (minutes on a CPU; retrained
+        only when the interactions or its settings change). Returns the text store's UpsertReport."""
         from reasonrec.retrieval.candidates import build_index
 
-        self._store, report = build_index(self.dataset, self.retrieval_config, progress=progress)
+        self._store, report = build_index(self.dataset, self.config.retrieval, progress=progress)
         self._generator = None
+        cc = self.config.candidates
+        if train and "collaborative" in cc.sources and cc.collaborative != "off":
+            self._generator = self._fused_source(train=True, progress=train_progress)
         return report
 
     @property
-    def candidate_source(self) -> Any:
-        """The CandidateGenerator over the Chroma store; indexes the catalogue if the store is empty."""
+    def candidate_source(self) -> CandidateSource:
+        """The injected source, else the fused collaborative + co-occurrence + semantic source (built once)."""
         if self._generator is None:
-            from reasonrec.retrieval.candidates import CandidateGenerator
-            from reasonrec.retrieval.embed import Embedder
-            from reasonrec.retrieval.store import ItemStore
-
-            rc = self.retrieval_config
-            embedder = Embedder(rc.embedding_model, device=rc.device, batch_size=rc.batch_size)
-            if self._store is None:
-                self._store = ItemStore(rc, embedder)
-            if self._store.count() < len(self.items):
-                self._store.upsert(self.items.values())
-            _check_collection(self._store, self.items, rc.collection, self.dataset.name)
-            self._generator = CandidateGenerator(self._store, embedder, self.items, rc)
+            self._generator = self._fused_source(train=None)
         return self._generator
 
-    @property
-    def retrieval_config(self) -> Any:
-        """`config.retrieval` for this dataset: a collection left at 'ml-100k' is named after another catalogue."""
-        return self.config.retrieval.for_dataset(self.dataset.name)
+    def _fused_source(self, train: bool | None, progress: Progress | None = None) -> CandidateSource:
+        from reasonrec.agent.candidates import build_candidate_source
+
+        return build_candidate_source(
+            self.dataset, self.config, self._semantic_source, train=train, progress=progress, notes=self.notes
+        )
+
+    def _semantic_source(self) -> CandidateSource:
+        """The Chroma text source; a store missing items is completed here, once, and logged."""
+        from reasonrec.retrieval.candidates import CandidateGenerator
+        from reasonrec.retrieval.embed import Embedder
+        from reasonrec.retrieval.store import ItemStore
+
+        rc = self.config.retrieval
+        embedder = Embedder(rc.embedding_model, device=rc.device, batch_size=rc.batch_size)
+        if self._store is None:
+            self._store = ItemStore(rc, embedder)
+        if self._store.count() < len(self.items):
+            log.info("indexing %d catalogue items on first use", len(self.items) - self._store.count())
+            self._store.upsert(self.items.values())
+        return CandidateGenerator(self._store, embedder, self.items, rc)
 
     @property
     def model(self) -> LoadedModel:
@@ -179,7 +199,8 @@ class RecommenderAgent:
             t0 = time.perf_counter()
             hist_ids = self._resolve_history(uid, hist, q)
             n_cand = max(self.config.retrieval.n_candidates, k)
-            cands = self.candidate_source.candidates(hist_ids, n_cand, query=q, where=where, exclude=frozenset(exclude))
+            source = self.candidate_source
+            cands = source.candidates(hist_ids, n_cand, query=q, where=where, exclude=frozenset(exclude))
             if len(cands) < k:
                 raise NotEnoughItemsError(
                     f"`k` is {k} but only {len(cands)} unseen items match"
@@ -188,6 +209,7 @@ class RecommenderAgent:
                 )
             req = self._request(hist_ids, [c.item_id for c in cands], k, q, uid)
             req.retrieval_scores = [c.score for c in cands]
+            req.features = ranking_features(source, hist_ids, [c.item_id for c in cands], q, known=cands)
             req_ms = (time.perf_counter() - t0) * 1000
             reqs.append((req, req_ms))
         return self._run([r for r, _ in reqs], [ms for _, ms in reqs], progress)
@@ -225,15 +247,23 @@ class RecommenderAgent:
         k: int,
         queries: Sequence[str | None] | None = None,
         progress: Progress | None = None,
+        with_retrieval: bool = False,
     ) -> list[Recommendations]:
-        """Rank many (history, candidates) pairs with batched model calls."""
+        """Rank many (history, candidates) pairs with batched model calls.
+
+        With `with_retrieval` each candidate also gets the retrieval sources' scores, so the fused
+        ranking score orders them (the evaluation protocols); else the LM alone ranks a given list.
+        """
         k = self._check_k(k)
         queries = list(queries) if queries is not None else [None] * len(histories)
         reqs = []
         for hist, cands, q in zip(histories, candidate_lists, queries, strict=True):
             if k > len(cands):
                 raise ConfigError(f"`k` must be <= the number of candidates ({len(cands)}), got {k}")
-            reqs.append(self._request(list(hist), list(cands), k, q, None))
+            req = self._request(list(hist), list(cands), k, q, None)
+            if with_retrieval:
+                req.features = ranking_features(self.candidate_source, list(hist), list(cands), q)
+            reqs.append(req)
         return self._run(reqs, [0.0] * len(reqs), progress)
 
     # ---- helpers ------------------------------------------------------------------------------

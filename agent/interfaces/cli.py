@@ -35,6 +35,7 @@ from reasonrec.agent.interfaces.cli_common import (
     ensure_index,
     err_console,
     make_agent,
+    print_notes,
     progress_bar,
     quiet_libraries,
     recommendations_table,
@@ -53,12 +54,12 @@ app = typer.Typer(
 def index(
     config: ConfigOpt = None, dataset: DatasetOpt = None, chroma_url: ChromaOpt = None, store: StoreOpt = None
 ) -> None:
-    """Embed the catalogue into Chroma; re-running adds nothing unless items changed.
+    """Embed the catalogue into Chroma and train the collaborative model; re-running redoes only what changed.
 
     Example: reasonrec index --dataset items.csv,interactions.csv
     """
     agent = make_agent(build_config(config, dataset=dataset, chroma_url=chroma_url, store=store))
-    ensure_index(agent)
+    ensure_index(agent, train=True)
 
 
 @app.command()
@@ -85,6 +86,7 @@ def recommend(
     hist = [h.strip() for h in history.split(",") if h.strip()] if history else None
     with err_console.status("ranking…"):
         recs = agent.recommend(user_id=user, history=hist, query=query, k=k)
+    print_notes(agent)
     if as_json:
         print(recs.model_dump_json(indent=2))
         return
@@ -125,6 +127,7 @@ def demo(
     with err_console.status("loading the model (the first run converts SmolLM2 once)…"):
         _ = agent.ranker
     recs = agent.recommend(user_id=user, k=k)
+    print_notes(agent)
     console.print(recommendations_table(recs, f"Top {k} for user {user}"))
     console.print(
         f"[dim]{recs.model_id} · {recs.mode} · {recs.n_model} by model, {recs.n_fallback} fallback · "

@@ -80,19 +80,29 @@ def make_agent(cfg: Any) -> Any:
     return RecommenderAgent(cfg)
 
 
-def ensure_index(agent: Any) -> None:
-    """Index the catalogue with a progress bar (a no-op costing one count when it is up to date)."""
-    bar = progress_bar()
-    tasks: list[Any] = []
+def ensure_index(agent: Any, train: bool = False) -> None:
+    """Index the catalogue with a progress bar (a no-op costing one count when it is up to date).
 
-    def cb(done: int, total: int) -> None:
-        if not tasks:  # started at the first batch, so a mistake found earlier prints one line, no bar
-            bar.start()
-            tasks.append(bar.add_task("indexing catalogue", total=total))
-        bar.update(tasks[0], completed=done, total=total)
+    With `train` (what `reasonrec index` does) the collaborative model is trained too when missing,
+    with its own bar; other commands serve without it until then and say so.
+    """
+    bar = progress_bar()
+    tasks: dict[str, Any] = {}
+
+    def bar_for(label: str) -> Any:
+        def cb(done: int, total: int) -> None:
+            if not tasks:  # started at the first batch, so a mistake found earlier prints one line, no bar
+                bar.start()
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        return cb
 
     try:
-        report = agent.index(progress=cb)
+        report = agent.index(
+            progress=bar_for("indexing catalogue"), train=train, train_progress=bar_for("training SASRec")
+        )
     finally:
         bar.stop()
     err_console.print(f"[dim]index: {report.added} added, {report.updated} updated, {report.unchanged} unchanged[/dim]")
@@ -103,6 +113,13 @@ def ensure_index(agent: Any) -> None:
         more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
         line = f"{len(skipped)} rows skipped: {' | '.join(skipped[:5])}{more}"
         err_console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
+    print_notes(agent)
+
+
+def print_notes(agent: Any) -> None:
+    """What the agent could not do as configured (e.g. the sequence model is not trained yet)."""
+    for note in dict.fromkeys(agent.notes):
+        err_console.print(f"[yellow]note: {note}[/yellow]", soft_wrap=True)
 
 
 def recommendations_table(recs: Any, title: str) -> Table:

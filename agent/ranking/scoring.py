@@ -25,6 +25,7 @@ from typing import Any
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.labels import label_token_ids
 from reasonrec.agent.model.loading import CompiledForward, LoadedModel
+from reasonrec.agent.ranking.fused import fused_scores, softmax
 from reasonrec.agent.ranking.generative import BatchedRanker
 from reasonrec.agent.ranking.prefix import SharedPrefix
 from reasonrec.agent.ranking.prompter import Prompter
@@ -195,10 +196,12 @@ class ScoringRanker(BatchedRanker):
     def order(self, requests: Sequence[RankRequest]) -> list[list[str]]:
         """Every request's candidate ids, most probable first (ties keep retriever order)."""
         scored, _ = self.score(requests)
-        return [
-            sorted((c.id for c in r.candidates), key=lambda i: -s.probs[i])
-            for r, s in zip(requests, scored, strict=True)
-        ]
+        cc = self.config.candidates
+        out = []
+        for r, s in zip(requests, scored, strict=True):
+            fused = fused_scores(r, s.probs, cc.lm_weight, cc.retrieval_weight)
+            out.append(sorted((c.id for c in r.candidates), key=lambda i: -fused[i]))
+        return out
 
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
         return [self.finalize_picks(req, p) for req, p in zip(reqs, self.pick(reqs), strict=True)]
@@ -221,7 +224,9 @@ class ScoringRanker(BatchedRanker):
             # Stable sort: ties keep retriever order. Labels are those of the original order.
             labels, _ = label_token_ids(self.lm.tokenizer, len(req.candidates))
             label_of = {c.id: lab for lab, c in zip(labels, req.candidates, strict=True)}
-            top = sorted(req.candidates, key=lambda c: -s.probs[c.id])[: req.k]
+            cc = self.config.candidates
+            fused = fused_scores(req, s.probs, cc.lm_weight, cc.retrieval_weight)
+            top = sorted(req.candidates, key=lambda c: -fused[c.id])[: req.k]
             parsed = ParsedRanking(
                 entries=[ParsedEntry(label=label_of[c.id], item_id=c.id, source="model") for c in top],
                 n_model=req.k, n_fallback=0, off_candidate=[], duplicates=[], missing_reasons=0, format="lines",
@@ -235,7 +240,8 @@ class ScoringRanker(BatchedRanker):
                 "permutations": float(self.permutations),
                 "top1_agreement": s.top1_agreement,
             }
-            out.append(Picks(parsed, timings, {c.id: s.probs[c.id] for c in top}, s.confidence))
+            shown = softmax(fused) if req.features else s.probs  # the probabilities of the order used
+            out.append(Picks(parsed, timings, {c.id: shown[c.id] for c in top}, s.confidence))
         return out
 
     def finalize_picks(

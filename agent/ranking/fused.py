@@ -1,0 +1,64 @@
+"""The fused ranking score: the LM's label log-probability plus the retrieval sources' fused score.
+
+score(i) = candidates.lm_weight * log p_LM(i) + candidates.retrieval_weight * fusion(i)
+
+where fusion(i) is 60 x the weighted reciprocal-rank sum over the sources (agent/candidates.py). Both
+weights are fitted on validation items (`fit_fusion_weights`), so the LM can only add what it knows on
+top of what retrieval knows; with lm_weight 0 the fused retrieval order decides and the LM explains.
+A request without retrieval features (a caller's own candidate list) is ordered by the LM alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from reasonrec.agent.ranking.request import RankRequest
+
+
+def fused_scores(
+    req: RankRequest, probs: dict[str, float], lm_weight: float, retrieval_weight: float
+) -> dict[str, float]:
+    """Item id -> fused ranking score; the LM's log-probability alone when `req` has no features."""
+    if not req.features:
+        return {c.id: _log(probs[c.id]) for c in req.candidates}
+    return {
+        c.id: (lm_weight * _log(probs[c.id]) if lm_weight else 0.0) + retrieval_weight * f.get("fusion", 0.0)
+        for c, f in zip(req.candidates, req.features, strict=True)
+    }
+
+
+def _log(p: float) -> float:
+    return math.log(p) if p > 0 else -math.inf  # monotonic: the LM-only order is the probability order
+
+
+def softmax(scores: dict[str, float]) -> dict[str, float]:
+    """The fused scores as probabilities over the candidates (what results report as `score`)."""
+    a = np.array(list(scores.values()), dtype=np.float64)
+    e = np.exp(a - a.max())
+    return dict(zip(scores, (e / e.sum()).tolist(), strict=True))
+
+
+def fit_fusion_weights(
+    lm_logp: Sequence[Sequence[float]], fusion: Sequence[Sequence[float]], targets: Sequence[int], steps: int = 300
+) -> tuple[float, float]:
+    """(lm_weight, retrieval_weight) maximising the likelihood of the validation targets.
+
+    A listwise softmax regression with two weights (they also set the temperature), by gradient ascent
+    from (0, 1): each list is one user's validation candidates, `targets` the index of the held-out item.
+    """
+    x1 = [np.asarray(a, dtype=np.float64) for a in lm_logp]
+    x2 = [np.asarray(a, dtype=np.float64) for a in fusion]
+    w = np.array([0.0, 1.0])
+    lr = 0.5
+    for _ in range(steps):
+        grad = np.zeros(2)
+        for a, b, t in zip(x1, x2, targets, strict=True):
+            s = w[0] * a + w[1] * b
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            grad += np.array([a[t] - p @ a, b[t] - p @ b])
+        w += lr * grad / max(len(targets), 1)
+    return float(w[0]), float(w[1])
