@@ -8,16 +8,18 @@ item, candidates = each source's top N over the catalogue minus the history. SAS
 `load_or_train` (both cached): a holdout run on the train items that picks the epoch count by validation
 NDCG@10 (early stopping), then a refit on train + validation items for that many epochs, which serves the
 test rows (the holdout model on test is the extra row `source-collaborative-holdout`). The co-occurrence
-source used on test is fitted on train + validation sequences (never a test item). Fusion weights (and
-the RRF k) are fitted on the validation items (train history, the holdout SASRec, co-occurrence fitted on
-train only); the setting with the best validation NDCG@10 becomes the `fusion` row. Latency is one request
-of the fused source (three sources + fusion), sequential, per user, on the shared 2-core machine.
+source used on test is fitted on train + validation sequences (never a test item). Chosen on the
+validation items (train history, holdout SASRec, co-occurrence fitted on train items only): the
+co-occurrence window / recent / decay (by validation recall@20, then NDCG@10), then the fusion weights and
+RRF k; the fusion setting with the best validation NDCG@10 becomes the `fusion` row. Latency is one
+request of the fused source (three sources + fusion), sequential, per user, on the shared 2-core machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import subprocess
@@ -41,7 +43,7 @@ from reasonrec.retrieval import (
 )
 from reasonrec.retrieval.candidates import Candidate
 from reasonrec.retrieval.collaborative import brute_force_top
-from reasonrec.retrieval.config import CollaborativeConfig
+from reasonrec.retrieval.config import CollaborativeConfig, CooccurrenceConfig
 
 try:
     from reasonrec.finetune.evaluation.metrics import aggregate, latency_summary, user_metrics
@@ -78,6 +80,24 @@ def bootstrap(a: np.ndarray, b: np.ndarray, n: int, seed: int) -> list[float]:
     return [float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
+def tune_cooccurrence(split, valid_hist, items) -> tuple[CooccurrenceConfig, list[dict]]:
+    """Pick window / recent / decay by validation recall@20 (then NDCG@10), fitted on train items only."""
+    rows = []
+    for window, recent, decay in itertools.product((10, 20, 40), (5, 10, 20), (0.6, 0.7, 0.8, 0.9, 0.95)):
+        cfg = CooccurrenceConfig(window=window, recent=recent, decay=decay)
+        co = CooccurrenceSource.fit(valid_hist, cfg, items=items)
+        per = [
+            user_metrics([c.item_id for c in co.candidates(valid_hist[u], 20)], split.target(u, "valid"), KS)
+            for u in split.user_ids()
+        ]
+        m = aggregate(per)
+        rows.append(
+            {**cfg.model_dump(), "val_recall@20": round(m["recall@20"], 4), "val_ndcg@10": round(m["ndcg@10"], 4)}
+        )
+    best = max(rows, key=lambda r: (r["val_recall@20"], r["val_ndcg@10"]))
+    return CooccurrenceConfig(window=best["window"], recent=best["recent"], decay=best["decay"]), rows
+
+
 def commit_of(paths: list[str]) -> str:
     """HEAD, with -dirty when the files that produce these numbers have uncommitted changes."""
     run = lambda *c: subprocess.run(c, capture_output=True, text=True, check=False).stdout.strip()  # noqa: E731
@@ -107,10 +127,14 @@ def main() -> int:
     training["text_index_s"] = round(time.perf_counter() - t, 2)
     semantic = CandidateGenerator(store, store.embedder, data.items, cfg)
 
+    co_cfg, sweep = tune_cooccurrence(split, valid_hist, data.items)
+    training["cooccurrence_sweep"] = sweep
+    training["cooccurrence_config"] = co_cfg.model_dump()
+    print(f"[cooccurrence] chosen on validation: {co_cfg}", flush=True)
     t = time.perf_counter()
-    co_test = CooccurrenceSource.fit(test_hist, items=data.items)
+    co_test = CooccurrenceSource.fit(test_hist, co_cfg, items=data.items)
     training["cooccurrence_fit_s"] = round(time.perf_counter() - t, 3)
-    co_valid = CooccurrenceSource.fit(valid_hist, items=data.items)
+    co_valid = CooccurrenceSource.fit(valid_hist, co_cfg, items=data.items)
 
     t = time.perf_counter()
     epochs = []
