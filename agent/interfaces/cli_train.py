@@ -80,6 +80,9 @@ def calibrate_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON AgentConfig file.")] = None,
     users: Annotated[int, typer.Option(help="Validation lists to fit on.")] = 200,
     seed: Annotated[int, typer.Option(help="Seeds the users and the negatives.")] = 0,
+    fusion: Annotated[
+        bool, typer.Option("--fusion", help="Fit candidates.lm_weight / retrieval_weight on fused validation lists.")
+    ] = False,
 ) -> None:
     """Fit the softmax temperature that calibrates scoring-mode probabilities on validation items.
 
@@ -92,6 +95,17 @@ def calibrate_cmd(
     cfg = AgentConfig.from_file(config) if config else AgentConfig()
     if adapter:
         cfg.model.adapter = adapter
+    if fusion:
+        from reasonrec.finetune.fusion_fit import fit_fusion
+
+        with err_console.status("fitting the fusion weights on validation lists (trains the sources once)…"):
+            f = fit_fusion(cfg, users=users, seed=seed)
+        console.print(
+            f"{f.lists} of {f.users} validation lists hold the validation item · NDCG@10 retrieval fusion "
+            f"{f.ndcg10_fusion:.4f}, LM alone {f.ndcg10_lm:.4f}, fused {f.ndcg10_fused:.4f}"
+        )
+        console.print(f"candidates:\n  lm_weight: {f.lm_weight:.4f}\n  retrieval_weight: {f.retrieval_weight:.4f}")
+        return
     r = calibrate(cfg, users=users, seed=seed)
     console.print(
         f"{r.model_id}: T = {r.score_temperature:.3f} on {r.users} validation lists · ECE {r.ece_before:.3f} -> "

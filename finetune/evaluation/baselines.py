@@ -128,6 +128,25 @@ class RetrievalRanker:
         return _order_by(np.asarray(self.score_fn(history, candidates), dtype=float), candidates)
 
 
+class FeatureRanker:
+    """Orders candidates by one retrieval feature: a source's reciprocal-rank term, or their fused sum.
+
+    Args:
+        name: the method name (`source-<name>` or `fusion`).
+        source: the agent's fused candidate source.
+        feature: the feature key (`collaborative`, `cooccurrence`, `semantic` or `fusion`).
+    """
+
+    def __init__(self, name: str, source: Any, feature: str):
+        self.name, self.source, self.feature = name, source, feature
+
+    def rank(self, user: str, history: Sequence[str], candidates: Sequence[str], k: int) -> list[str]:
+        from reasonrec.agent.candidates import ranking_features
+
+        feats = ranking_features(self.source, list(history), list(candidates))
+        return _order_by(np.array([f.get(self.feature, 0.0) for f in feats]), candidates)
+
+
 RECBOLE_MODELS = {"recbole-sasrec": "SASRec", "recbole-bpr": "BPR"}  # method name -> RecBole model
 
 
@@ -186,6 +205,16 @@ def load_score_table(path: Path, name: str, split: Split) -> tuple[ScoreTableRan
     return ScoreTableRanker(name, users, items, scores), check
 
 
+def cosine_fn(gen: Any) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
+    """(history, candidates) -> cosine of each candidate to the text profile of the history."""
+
+    def cosine(history: Sequence[str], candidates: Sequence[str]) -> list[float]:
+        prof, vecs = gen.profile(list(history)), gen.vectors(candidates)
+        return [float(prof @ vecs[c]) for c in candidates]
+
+    return cosine
+
+
 def build_ranker(
     method: str,
     protocol: str,
@@ -223,16 +252,14 @@ def build_ranker(
         return PopularityRanker(split), None
     if name == "itemknn":
         return ItemKNNRanker(split, sorted(agent.dataset.items, key=natural_key), window=itemknn_window), None
-    if name == "retrieval":
+    if name == "fusion" or name.startswith("source-"):
+        return FeatureRanker(name, agent.candidate_source, name.removeprefix("source-")), None
+    if name == "retrieval":  # the text retriever alone, as in earlier rounds
+        gen = agent._semantic_source()
         if protocol == "full":
-            return RetrievalRanker(), None
-        gen = agent.candidate_source
+            return RetrievalRanker(cosine_fn(gen)), None
 
-        def cosine(history: Sequence[str], candidates: Sequence[str]) -> list[float]:
-            prof, vecs = gen.profile(list(history)), gen.vectors(candidates)
-            return [float(prof @ vecs[c]) for c in candidates]
-
-        return RetrievalRanker(cosine), None
+        return RetrievalRanker(cosine_fn(gen)), None
     if name in RECBOLE_MODELS:
         stem = Path(recbole_dir).expanduser() / RECBOLE_MODELS[name].lower()
         ranker, check = load_score_table(stem.with_suffix(".npz"), name, split)

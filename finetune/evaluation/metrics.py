@@ -181,3 +181,15 @@ def calibration(confidence: Sequence[float], correct: Sequence[bool], bins: int 
     which = np.minimum((p * bins).astype(int), bins - 1)
     ece = sum(abs(y[which == b].mean() - p[which == b].mean()) * (which == b).mean() for b in np.unique(which))
     return {"ece": float(ece), "mean_top1_prob": float(p.mean()), "hr@1": float(y.mean()), "n": float(len(p))}
+
+
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], resamples: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of a - b over paired per-user values, with a 95% percentile bootstrap interval over users."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(d) == 0:
+        return 0.0, 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

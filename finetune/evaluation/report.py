@@ -45,6 +45,9 @@ class MethodResult(BaseModel):
         description="Mean over users of the share of the model's own reasons that name a real history title or "
         "item attribute, measured before ungrounded reasons are replaced by fact-based ones.",
     )
+    gain_vs: dict[str, dict[str, list[float]]] | None = Field(
+        None, description="Paired bootstrap over users vs another row: method -> metric -> [delta, ci_low, ci_high]."
+    )
     model_reason_rate: float | None = Field(
         None, description="Share of returned items whose reason the model wrote (after validation)."
     )
@@ -79,6 +82,10 @@ class EvalReport(BaseModel):
     recbole: dict[str, Any] = Field(default_factory=dict, description="Per RecBole model: training record.")
     users: dict[str, Any] = Field(default_factory=dict, description="How users were selected.")
     candidate_stage_ms: dict[str, float] = Field(default_factory=dict)
+    candidate_recall: dict[str, float] | None = Field(
+        None, description="Protocol full: share of users whose test item is among the candidates, by N."
+    )
+    agent_config: dict[str, Any] | None = Field(None, description="The AgentConfig the rows were run with.")
     notes: list[str] = Field(default_factory=list)
 
 

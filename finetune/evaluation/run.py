@@ -16,6 +16,7 @@ metrics@20 and MRR are defined. The report says so and gives the mean number app
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -40,7 +41,9 @@ from reasonrec.finetune.evaluation.split import Split, cand20_candidates, leave_
 from reasonrec.retrieval.types import natural_key
 
 Progress = Callable[[str, int, int], None]  # (task description, done, total)
-CLASSICAL = ("random", "popularity", "itemknn", "retrieval", "recbole-sasrec", "recbole-bpr")
+SOURCES = ("source-collaborative", "source-cooccurrence", "source-semantic")
+CLASSICAL = ("random", "popularity", "itemknn", "retrieval", *SOURCES, "fusion", "recbole-sasrec", "recbole-bpr")
+BOOTSTRAP = {"resamples": 1000, "seed": 0, "metrics": ("ndcg@10", "recall@10", "hr@1")}
 ALL_CATALOGUE = ("random-all", "popularity-all", "itemknn-all", "recbole-sasrec-all", "recbole-bpr-all")
 DEFAULT_RECBOLE_DIR = Path("~/.cache/reasonrec/bench/recbole")
 
@@ -164,6 +167,10 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
     base = RecommenderAgent(agent_cfg)
     dataset = base.dataset
     split = leave_one_out(dataset)
+    # Retrieval sources see only what a user had before the test item (train + validation): the agent's
+    # own sources are fitted on every interaction, test items included.
+    seen = {u: split.eval_history(u, "test") for u in split.user_ids()}
+    base = RecommenderAgent(agent_cfg, dataset=dataset, candidate_source=_split_source(base, agent_cfg, seen, notes))
     catalogue = sorted(dataset.items, key=natural_key)
     users = select_users(split, config.users, config.seed)
     llm_users = users[: config.llm_users] if config.llm_users else users  # a prefix: a subset of `users`
@@ -181,12 +188,15 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
         users={"selection": f"prefixes of one seeded permutation (seed {config.seed}); LLM rows: the first",
                "n_users": len(users), "llm_users": len(llm_users), "n_dropped": split.n_dropped},
     )  # fmt: skip
+    report.agent_config = json.loads(agent_cfg.model_dump_json())
     if config.protocol == "full":
         hits = np.mean([target[u] in cand[u] for u in users])
+        report.candidate_recall = {str(config.candidates): float(hits)}
         notes.append(f"retriever top-{config.candidates} holds the test item for {hits:.4f} of users (ceiling)")
         notes.append("`-all` rows rank every catalogue item the user has not seen (no candidate cut)")
     notes.append("latency is the ranking step per user; candidate generation is in candidate_stage_ms")
     positions: dict[str, dict[str, dict[str, float]]] = {}
+    per_method: dict[str, dict[str, dict[str, float]]] = {}
     for method in config.methods:
         is_llm = method.startswith("reasonrec-")
         run_users = llm_users if is_llm else users
@@ -204,6 +214,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
         if not is_llm and len(llm_users) < len(users):  # like-for-like with LLM rows (this run or merged)
             row.metrics_on_llm_users = M.aggregate([per_user[u] for u in llm_users])
         report.methods[method] = row
+        per_method[method] = per_user
         for p in config.positions or []:
             placed = {u: M.place_at(cand[u], target[u], p) for u in run_users}
             r_p, _, _ = _run(f"{method}@{p}", runner, run_users, hist, placed, target, config, progress)
@@ -216,6 +227,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
             + " so metrics@20 and MRR are defined; per-user latency = batch time / batch size"
         )
     report.notes = notes
+    _gains(report, per_method)
     if config.write:
         path = config.out_dir / f"{config.result_name()}.json"
         if config.merge:
@@ -224,6 +236,38 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
                 report.notes.append(f"rows kept from an earlier run of the same setup: {', '.join(kept)}")
         write_all(report, config.out_dir, config.result_name())
     return report
+
+
+def _split_source(base: Any, agent_cfg: Any, seen: dict[str, list[str]], notes: list[str]) -> Any:
+    """The agent's fused source, fitted on the users' pre-test items (the sequence model trains if missing)."""
+    from reasonrec.agent.candidates import build_candidate_source
+
+    return build_candidate_source(
+        base.dataset, agent_cfg, base._semantic_source, sequences=seen, train=True, notes=notes
+    )
+
+
+def _gains(report: EvalReport, per_method: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Each reasonrec-* row's paired-bootstrap gain over `fusion` (and `fusion`'s over each source alone)."""
+    pairs = [(m, "fusion") for m in per_method if m.startswith("reasonrec-")]
+    pairs += [("fusion", s) for s in (*SOURCES, "recbole-sasrec") if s in per_method]
+    for method, base in pairs:
+        if base not in per_method or method not in per_method:
+            continue
+        users = [u for u in per_method[method] if u in per_method[base]]
+        gains = {
+            key: list(M.paired_bootstrap([per_method[method][u][key] for u in users],
+                                         [per_method[base][u][key] for u in users],
+                                         BOOTSTRAP["resamples"], BOOTSTRAP["seed"]))
+            for key in BOOTSTRAP["metrics"]
+        }  # fmt: skip
+        row = report.methods[method]
+        row.gain_vs = {**(row.gain_vs or {}), base: gains}
+    if pairs:
+        report.notes.append(
+            f"gain_vs: paired bootstrap over users, {BOOTSTRAP['resamples']} resamples, seed {BOOTSTRAP['seed']}, "
+            "[delta, 95% low, 95% high]"
+        )
 
 
 def select_users(split: Split, n: int | None, seed: int) -> list[str]:
@@ -279,7 +323,7 @@ def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[
         k = config.llm_k
         recs = runner.rank_many(
             [hist[u] for u in users], [cands[u] for u in users], k,
-            progress=(lambda d, t: progress(method, d, t)) if progress else None,
+            progress=(lambda d, t: progress(method, d, t)) if progress else None, with_retrieval=True,
         )  # fmt: skip
         for u, r in zip(users, recs, strict=True):
             orders[u], n_app = M.complete_ordering(r.item_ids(), cands[u])
