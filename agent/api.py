@@ -71,7 +71,9 @@ class RecommenderAgent:
         candidate_source: CandidateSource | None = None,
     ):
         self.config = config or AgentConfig()
-        self._dataset = dataset
+        self._dataset: Dataset | None = None
+        if dataset is not None:
+            self._set_dataset(dataset)
         self._model = model
         self._store: Any = None
         self._generator: CandidateSource | None = candidate_source
@@ -82,8 +84,16 @@ class RecommenderAgent:
     @property
     def dataset(self) -> Dataset:
         if self._dataset is None:
-            self._dataset = load_dataset_spec(self.config.dataset)
+            self._set_dataset(load_dataset_spec(self.config.dataset))
         return self._dataset
+
+    def _set_dataset(self, dataset: Dataset) -> None:
+        # A collection left at its default ('ml-100k') is named after another catalogue, so one's own
+        # items never query ML-100K's collection (and the collaborative `<collection>-sasrec` follows).
+        self._dataset = dataset
+        rc = self.config.retrieval.for_dataset(dataset.name)
+        if rc is not self.config.retrieval:
+            self.config = self.config.model_copy(update={"retrieval": rc})
 
     @property
     def items(self) -> dict[str, Item]:
@@ -131,6 +141,7 @@ class RecommenderAgent:
         if self._store.count() < len(self.items):
             log.info("indexing %d catalogue items on first use", len(self.items) - self._store.count())
             self._store.upsert(self.items.values())
+        _check_collection(self._store, self.items, rc.collection, self.dataset.name)
         return CandidateGenerator(self._store, embedder, self.items, rc)
 
     @property
@@ -342,8 +353,8 @@ class RecommenderAgent:
 def _check_collection(store: Any, items: dict[str, Item], collection: str, dataset: str) -> None:
     """A collection holding ids the catalogue lacks was indexed from another catalogue: say so, by name."""
     stray = [i for i in store.ids() if i not in items]
-    if stray:
-        raise DataError(
+    if stray:  # a ConfigError, not a DataError: the fused source skips a source that raises DataError
+        raise ConfigError(
             f"the Chroma collection {collection!r} holds {len(stray)} item id(s) that catalogue {dataset!r} lacks "
             f"(e.g. {stray[:3]}): it was indexed from another catalogue; set `retrieval.collection` to a name "
             "of its own for this catalogue (or delete that collection)"
