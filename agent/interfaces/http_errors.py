@@ -46,9 +46,9 @@ class ServerBusyError(ReasonRecError):
 
 
 _WHEN = {
-    400: "A request the schema allows but that cannot be served as asked (the message says why).",
+    400: "A request that breaks a rule the schema cannot express, or a body that is not UTF-8 JSON.",
     404: "Unknown user, item, session or route.",
-    409: "Valid, but the catalogue cannot satisfy it: fewer unseen items match than `k`.",
+    409: "Valid, not satisfiable: fewer unseen items match than `k`, or the body names an unknown item.",
     413: "The body is larger than the server's limit.",
     415: "The body is not JSON (send `content-type: application/json`).",
     422: "The body or a parameter does not match the schema.",

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 
 from reasonrec.agent.chat.state import SessionState, SessionSummary
 from reasonrec.agent.schemas import OutputText
@@ -123,7 +124,9 @@ class RecommendRequest(_Body):
         None, max_length=MAX_HISTORY, description="Item ids, oldest first, for a user the dataset lacks."
     )
     query: str | None = Field(None, max_length=MAX_QUERY_CHARS, description="Free-text request, e.g. 'a funny sci-fi'.")
-    k: int | None = Field(None, ge=1, le=50, description="How many items (default: the server's ranker.k).")
+    k: int | None = Field(
+        None, ge=1, le=50, strict=False, description="How many items (default: the server's ranker.k)."
+    )
     exclude: list[ItemId] = Field(
         default_factory=list, max_length=MAX_HISTORY, description="Item ids never to recommend."
     )
@@ -144,6 +147,14 @@ class RecommendRequest(_Body):
             ],
         },
     )
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _whole_number(cls, v: Any) -> Any:
+        # JSON Schema's integer: 5 and 5.0 are the same number; true and "5" are not numbers at all.
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise PydanticCustomError("int_type", "Input should be a valid integer")
+        return v
 
 
 class SessionCreate(_Body):

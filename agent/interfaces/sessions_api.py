@@ -18,7 +18,7 @@ from reasonrec.agent.interfaces.http_schemas import (
     SessionPage,
     SessionView,
 )
-from reasonrec.errors import UnknownSessionError
+from reasonrec.errors import DataError, UnknownSessionError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     from reasonrec.agent.chat.store import SessionStore
 
 MAX_PAGE = 100
+
+
+class UnknownReferenceError(DataError):
+    """The body names an item the catalogue lacks. 409, not 404: on a session route 404 means the session."""
+
+    http_status = 409
 
 
 def open_store(store: SessionStore | None) -> SessionStore:
@@ -125,4 +131,8 @@ def add_session_routes(app: FastAPI, agent: RecommenderAgent, gate: Any, store: 
     )  # fmt: skip
     async def feedback(body: FeedbackIn, session_id: str = SessionId) -> ChatTurn:
         """Thumbs up/down on an item: recorded as a like/dislike, then the list is recommended again."""
+        if body.item_id not in agent.items:
+            raise UnknownReferenceError(
+                f"unknown `item_id` {body.item_id!r}: not in the catalogue; pass the item_id of a recommendation"
+            )
         return await gate.run(lambda: chat(session_id).feedback(body.item_id, body.liked))

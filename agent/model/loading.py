@@ -4,13 +4,19 @@ The default model is SmolLM2-135M-Instruct, shipped as a GGUF inside the `llm-sm
 (this works offline). transformers can read GGUF, but de-quantising takes ~20 s and the resulting
 model cannot `save_pretrained`, so the first run rebuilds it from its config + state dict and caches
 a plain safetensors folder under `reasonrec.paths.models_dir()`; later runs load that in ~1 s.
+
+The cache entry of a GGUF is named by `cache_key`: the file's SHA-256 and the transformers version,
+never its name alone, so two different `model.gguf` files are two entries; a folder whose recorded
+source does not match (or that lacks its weights) is rebuilt, never loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
+import re
 import shutil
 import tempfile
 import warnings
@@ -25,6 +31,8 @@ from reasonrec.paths import models_dir
 log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SOURCE_RECORD = "reasonrec_source.json"  # what a converted folder was built from; checked before every load
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
 @dataclass
@@ -105,9 +113,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     try:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / "reasonrec_source.json").write_text(
-            json.dumps({"gguf": gguf.name, "size": gguf.stat().st_size}, indent=1)
-        )
+        (tmp / SOURCE_RECORD).write_text(json.dumps(source_record(gguf), indent=1))
         if out_dir.exists():  # another process finished first: keep theirs
             shutil.rmtree(tmp)
         else:
@@ -118,6 +124,71 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (memoised per process while its size and mtime stay the same)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def source_record(gguf: Path) -> dict[str, Any]:
+    """What a converted folder records about its source; `cache_key` and the load check read it."""
+    import transformers
+
+    return {
+        "gguf": gguf.name,
+        "size": gguf.stat().st_size,
+        "sha256": file_sha256(gguf),
+        "transformers": transformers.__version__,
+    }
+
+
+def cache_key(record: dict[str, Any]) -> str:
+    """The cache folder name of a GGUF: readable stem + content hash + transformers version.
+
+    The one place that decides what makes two conversions the same; add a field (e.g. a dtype) here.
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(record["gguf"]).stem)[:60] or "model"
+    return f"{stem}-{record['sha256'][:16]}-tf{record['transformers']}"
+
+
+def converted(gguf: Path) -> Path:
+    """The verified HF folder of `gguf`, converting it first when there is none (or a bad one).
+
+    Raises:
+        ModelError: the GGUF cannot be read or converted.
+    """
+    want = source_record(gguf)
+    out = models_dir() / cache_key(want)
+    if out.exists() and not _matches(out, want):
+        log.warning("cached conversion %s does not match %s; rebuilding it", out.name, gguf.name)
+        shutil.rmtree(out, ignore_errors=True)
+    if not out.exists():
+        try:
+            convert_gguf(gguf, out)
+        except Exception as e:  # a corrupt or foreign file fails in many ways inside transformers/gguf
+            raise ModelError(f"cannot convert GGUF file {gguf.name!r}: {type(e).__name__}: {e}") from e
+    if not _matches(out, want):
+        raise ModelError(f"the conversion of {gguf.name!r} in {out} is incomplete; delete that folder and retry")
+    return out
+
+
+def _matches(folder: Path, want: dict[str, Any]) -> bool:
+    """The folder was built from exactly this file by this transformers version, and has its weights."""
+    try:
+        got = json.loads((folder / SOURCE_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    weights = (folder / "model.safetensors").is_file() or any(folder.glob("model-*.safetensors"))
+    return got == want and weights and (folder / "config.json").is_file()
+
+
 def resolve_model_path(name_or_path: str) -> tuple[str, str]:
     """Map a config value to (what to pass to from_pretrained, the id results record).
 
@@ -125,18 +196,12 @@ def resolve_model_path(name_or_path: str) -> tuple[str, str]:
         ModelError: a local path that does not exist, or a GGUF that cannot be converted.
     """
     if name_or_path == DEFAULT_MODEL:
-        out = models_dir() / DEFAULT_MODEL
-        if not (out / "config.json").is_file():
-            convert_gguf(packaged_gguf(), out)
-        return str(out), "SmolLM2-135M-Instruct"
+        return str(converted(packaged_gguf())), "SmolLM2-135M-Instruct"
     p = Path(name_or_path).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ModelError(f"GGUF file {str(p)!r} does not exist")
-        out = models_dir() / (p.stem + "-hf")
-        if not (out / "config.json").is_file():
-            convert_gguf(p, out)
-        return str(out), p.stem
+        return str(converted(p)), p.stem
     looks_local = name_or_path.startswith((".", "/", "~")) or p.exists()
     if looks_local and not (p / "config.json").is_file():
         raise ModelError(f"model folder {str(p)!r} has no config.json (expected an HF model folder)")
