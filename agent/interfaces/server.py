@@ -227,29 +227,30 @@ def _add_docs_routes(app: FastAPI) -> None:
     if assets is not None:
         app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
-    @app.get("/docs", include_in_schema=False)
-    async def swagger() -> HTMLResponse:
-        if assets is None:
-            return HTMLResponse(_NO_ASSETS, 503)
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="reasonrec API",
+    kw = {"openapi_url": "/openapi.json", "title": "reasonrec API"}
+    pages = {
+        "/docs": lambda: get_swagger_ui_html(
+            **kw,
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon.png",
-        )
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
-        if assets is None:
-            return HTMLResponse(_NO_ASSETS, 503)
-        return get_redoc_html(
-            openapi_url="/openapi.json",
-            title="reasonrec API",
+        ),
+        "/redoc": lambda: get_redoc_html(
+            **kw,
             redoc_js_url="/docs-assets/redoc.standalone.js",
             redoc_favicon_url="/docs-assets/favicon.png",
             with_google_fonts=False,
-        )
+        ),
+    }
+
+    def endpoint(render: Callable[[], HTMLResponse]) -> Callable[[], Any]:
+        async def page() -> HTMLResponse:  # no parameters: nothing of the request reaches `render`
+            return render() if assets is not None else HTMLResponse(_NO_ASSETS, 503)
+
+        return page
+
+    for path, render in pages.items():
+        app.add_api_route(path, endpoint(render), methods=["GET"], include_in_schema=False)
 
 
 _NO_ASSETS = (
