@@ -54,6 +54,11 @@ class MethodResult(BaseModel):
     calibration: dict[str, float] | None = Field(
         None, description="Scoring/hybrid rows: ECE of the top-1 item's probability against hits (metrics.calibration)."
     )
+    reasons: dict[str, float | int | None] | None = Field(
+        None,
+        description="Rows with reasons: faithful_rate (as shown), faithful_rate_model (the model's own, before "
+        "replacement), specific_rate, distinct_rate, model_reason_rate, n_reasons (evaluation/reasons.py).",
+    )
     commit: str = ""
     created: str = ""
     note: str | None = None
@@ -199,6 +204,7 @@ def markdown(report: EvalReport, name: str) -> str:
         for m, r in subset.items():
             sub = r.metrics_on_llm_users or {}
             lines.append(f"| {m} | " + " | ".join(f"{sub.get(k, 0):.4f}" for k in keys) + " |")
+    lines += _reasons_table(report)
     if report.positions:
         pos_keys = sorted({p for v in report.positions.values() for p in v}, key=int)
         lines += ["", "Position sensitivity (target fixed at position p), NDCG@10 / HR@1:", ""]
@@ -223,6 +229,20 @@ def markdown(report: EvalReport, name: str) -> str:
     if report.notes:
         lines += ["", "Notes:", "", *(f"- {n}" for n in report.notes)]
     return "\n".join(lines) + "\n"
+
+
+def _reasons_table(report: EvalReport) -> list[str]:
+    """The `reasons` blocks as a table (rows that produce reasons only)."""
+    rows = {m: r.reasons for m, r in report.methods.items() if r.reasons}
+    if not rows:
+        return []
+    keys = ("faithful_rate", "faithful_rate_model", "specific_rate", "distinct_rate", "model_reason_rate")
+    out = ["", "Reasons (as shown; `_model`: the model's own before replacement):", ""]
+    out += ["| method | " + " | ".join(keys) + " | n_reasons |", "|---|" + "---:|" * (len(keys) + 1)]
+    for m, b in rows.items():
+        vals = ["-" if b.get(k) is None else f"{b[k]:.3f}" for k in keys]
+        out.append(f"| {m} | " + " | ".join(vals) + f" | {b.get('n_reasons')} |")
+    return out
 
 
 def plot(report: EvalReport, out_dir: Path, name: str) -> list[Path]:
