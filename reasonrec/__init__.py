@@ -25,6 +25,11 @@ from reasonrec.errors import (  # noqa: F401  (re-exported)
 
 __version__ = "0.1.0"
 
+# Cheap (one logging filter, no import of bitsandbytes) and needed before peft first imports it.
+from reasonrec.quiet import drop_bitsandbytes_cpu_notice  # noqa: E402
+
+drop_bitsandbytes_cpu_notice()
+
 _LAZY = {
     "RecommenderAgent": "reasonrec.agent.api",
     "AgentConfig": "reasonrec.agent.config",

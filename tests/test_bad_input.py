@@ -244,7 +244,7 @@ def _prompts_seen(lm, agent, history: list[str]) -> tuple[list[str], list[int]]:
         if ids is None or ids.shape[1] == 1:
             return  # a decode step: its position is the prompt's length plus the answer so far
         # Rankers may cache a shared prefix and feed the rest after it: count the cached positions too.
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers 5 renamed it
         cached = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
         lengths.append(int(cached) + ids.shape[1])
         texts.append(lm.tokenizer.decode(ids[0], skip_special_tokens=True))

@@ -23,6 +23,17 @@ from typing import Any
 _MIN_EXTENSION = 32
 
 
+def cache_field() -> str:
+    """The name transformers gives the KV cache, as a forward argument and an output field.
+
+    Why: transformers 5.x renamed `past_key_values` to `cache` (the old name warns on every call, and
+    goes away in 5.40); older versions know only `past_key_values`.
+    """
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
 def common_prefix_len(rows: list[list[int]]) -> int:
     """Length of the longest common prefix of token id lists (0 for no rows)."""
     if not rows:
@@ -39,7 +50,7 @@ class SharedPrefix:
     """Cached keys/values of one token prefix for `model`, and forward-pass inputs that reuse them.
 
     Args:
-        model: a causal LM (or PeftModel) whose forward takes `past_key_values`.
+        model: a causal LM (or PeftModel) whose forward takes a KV cache (`cache_field()`).
         pad_id: the tokenizer's pad token id.
     """
 
@@ -71,7 +82,7 @@ class SharedPrefix:
 
         Returns:
             (kwargs with input_ids, use_cache, and attention_mask/position_ids unless no row is padded and
-            nothing is cached, plus past_key_values when something is; number of prefix tokens cached).
+            nothing is cached, plus the cache (`cache_field()`) when something is; number of prefix tokens cached).
         """
         import torch
 
@@ -109,7 +120,7 @@ class SharedPrefix:
             from transformers import DynamicCache
 
             n = len(rows)
-            kwargs["past_key_values"] = DynamicCache(
+            kwargs[cache_field()] = DynamicCache(
                 [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv]
             )
             kwargs["use_cache"] = True
@@ -124,7 +135,7 @@ class SharedPrefix:
                 out = self.model(
                     input_ids=torch.tensor([ids], device=self.model.device), use_cache=True, logits_to_keep=1
                 )
-            self._kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            self._kv = [(layer.keys, layer.values) for layer in getattr(out, cache_field()).layers]
             self._ids = tuple(ids)
         return self._kv
 
@@ -139,8 +150,8 @@ class SharedPrefix:
             out = self.model(
                 input_ids=torch.tensor([ids], device=self.model.device),
                 position_ids=pos,
-                past_key_values=past,
                 use_cache=True,
                 logits_to_keep=1,
+                **{cache_field(): past},
             )
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return [(layer.keys, layer.values) for layer in getattr(out, cache_field()).layers]
