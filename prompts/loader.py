@@ -18,13 +18,14 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from jinja2 import ChoiceLoader, FileSystemLoader, PackageLoader, PrefixLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reasonrec.errors import ConfigError
+from reasonrec.fields import bound
 from reasonrec.text import cut_at_word
 
 # Recorded with every result and adapter; bump when the template text or the sanitising changes.
@@ -45,18 +46,23 @@ _SPECIAL_RE = re.compile(r"<\||\|>")
 _MAX_GENRES = 6
 
 
+_Count = Annotated[int, bound(0, high=10_000)]
+_Chars = Annotated[int, bound(8, high=10_000)]
+_Words = Annotated[int, bound(1, high=10_000)]
+
+
 class PromptConfig(BaseModel):
     """How prompts are built: history length, truncation, wording and where templates come from."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    max_history: int = Field(10, description="Newest history items shown (0 = none).")
-    max_title_chars: int = Field(80, description="Titles longer than this are cut at a word boundary.")
-    max_reason_words: int = Field(20, description="Word limit for each reason, stated in the prompt.")
-    max_description_chars: int = Field(
+    max_history: _Count = Field(10, description="Newest history items shown (0 = none).")
+    max_title_chars: _Chars = Field(80, description="Titles longer than this are cut at a word boundary.")
+    max_reason_words: _Words = Field(20, description="Word limit for each reason, stated in the prompt.")
+    max_description_chars: _Count = Field(
         200, description="Description length shown in the reason prompt (0 = no description)."
     )
-    max_query_chars: int = Field(300, description="The user's free-text request is cut to this length.")
+    max_query_chars: _Chars = Field(300, description="The user's free-text request is cut to this length.")
     compact: bool = Field(
         False,
         description="Rank prompt without candidate years and with a one-line instruction: ~30% fewer tokens "
@@ -70,20 +76,7 @@ class PromptConfig(BaseModel):
         'they can {% extends "builtin/rank.jinja" %} and override the `system` or `user` block.',
     )
 
-    @field_validator("max_history", "max_description_chars")
-    @classmethod
-    def _non_negative(cls, v: int, info: Any) -> int:
-        if not 0 <= v <= 10_000:
-            raise ValueError(f"`{info.field_name}` must be between 0 and 10000, got {v}")
-        return v
 
-    @field_validator("max_title_chars", "max_reason_words", "max_query_chars")
-    @classmethod
-    def _positive(cls, v: int, info: Any) -> int:
-        lo = 8 if info.field_name != "max_reason_words" else 1
-        if not lo <= v <= 10_000:
-            raise ValueError(f"`{info.field_name}` must be between {lo} and 10000, got {v}")
-        return v
 
     @field_validator("domain")
     @classmethod
