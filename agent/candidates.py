@@ -23,7 +23,6 @@ from reasonrec.retrieval.fusion import FusedSource
 from reasonrec.retrieval.types import Dataset
 
 log = logging.getLogger(__name__)
-RRF_K = 60.0
 NOT_TRAINED = (
     "the collaborative model for these interactions is not trained yet: serving co-occurrence + semantic "
     "candidates; run `reasonrec index` once (a few minutes) for the sequence model"
@@ -93,7 +92,7 @@ def build_candidate_source(
 
             sources[name] = CollaborativeSource(model, config.retrieval, dataset.items)
     weights = {k: v for k, v in cc.weights.items() if k in sources}
-    return FusedSource(sources, weights=weights, method=cc.fusion, k=RRF_K, depth=cc.depth)
+    return FusedSource(sources, weights=weights, method=cc.fusion, k=cc.rrf_k, depth=cc.depth)
 
 
 def _sequence_model(seqs: Mapping[str, Sequence[str]], config: AgentConfig, train: bool, progress: Any) -> Any:
@@ -113,7 +112,7 @@ def ranking_features(
     query: str | None = None,
     known: Sequence[Candidate] | None = None,
 ) -> list[dict[str, float]]:
-    """Per candidate: each source's weighted reciprocal-rank term (x 60, so a source's top item is ~1) and
+    """Per candidate: each source's weighted reciprocal-rank term (x k, so a source's top item is ~1) and
     their sum under "fusion"; a source that did not rank an item among its `depth` contributes 0.
 
     `known`: the candidates as the fused source returned them (their `ranks` are reused, no query runs).
@@ -124,7 +123,7 @@ def ranking_features(
     fused: dict[str, float] = {}
     if known is not None:  # the fused score as the source computed it (query-adjusted weights included)
         ranks = {c.item_id: dict(c.ranks) for c in known}
-        scale = RRF_K if source.method == "rrf" else 1.0
+        scale = source.k if source.method == "rrf" else 1.0
         fused = {c.item_id: scale * c.score for c in known}
     else:
         lists = source.collect(history, source.depth, query=query)
@@ -135,7 +134,7 @@ def ranking_features(
     out = []
     for item in candidates:
         terms = {
-            name: RRF_K * source.weights.get(name, 1.0) / (RRF_K + r) for name, r in ranks.get(item, {}).items()
+            name: source.k * source.weights.get(name, 1.0) / (source.k + r) for name, r in ranks.get(item, {}).items()
         }
         out.append({**terms, "fusion": fused.get(item, sum(terms.values()))})
     return out

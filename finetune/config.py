@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from reasonrec.agent.config import Buildable
+from reasonrec.fields import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitFloat
 
 
 class TrainConfig(Buildable):
@@ -28,30 +29,30 @@ class TrainConfig(Buildable):
     model: str | None = Field(None, description="Overrides agent_config's model.name_or_path (HF id, folder, .gguf).")
     # --- data -------------------------------------------------------------------------------------
     train_users: int | None = Field(None, description="Seeded subset of users for training data (None = all).")
-    positions_per_user: int = Field(
+    positions_per_user: PositiveInt = Field(
         2, description="Training targets per user: the newest train items (never validation/test items)."
     )
-    n_candidates: int = Field(20, description="Candidates per prompt (the target + negatives), as served.")
-    retrieved_share: float = Field(
+    n_candidates: PositiveInt = Field(20, description="Candidates per prompt (the target + negatives), as served.")
+    retrieved_share: UnitFloat = Field(
         0.5,
         description="Share of negatives taken from the candidate generator's top-N (the rest random unseen "
         "items), so the model sees both serving-time (retrieved) and cand20-style (random) lists.",
     )
-    k: int = Field(10, description="Lines in the generative target: the true item first, then co-liked picks.")
-    reason_share: float = Field(
+    k: PositiveInt = Field(10, description="Lines in the generative target: the true item first, then co-liked picks.")
+    reason_share: NonNegativeFloat = Field(
         0.25, description="Extra examples on the reason prompt (hybrid mode's second step), as a share of rank ones."
     )
     # --- loss -------------------------------------------------------------------------------------
-    rank_loss_weight: float = Field(
+    rank_loss_weight: NonNegativeFloat = Field(
         1.0, description="Weight of the label loss: cross-entropy over the candidates' label tokens after '['."
     )
-    lm_loss_weight: float = Field(
+    lm_loss_weight: NonNegativeFloat = Field(
         0.5, description="Weight of the token loss on the whole answer (the ranked list with reasons)."
     )
     # --- LoRA -------------------------------------------------------------------------------------
-    lora_r: int = Field(16, description="LoRA rank.")
-    lora_alpha: int = Field(32, description="LoRA scaling numerator (alpha / r scales the update).")
-    lora_dropout: float = Field(0.05, description="Dropout on the LoRA input.")
+    lora_r: PositiveInt = Field(16, description="LoRA rank.")
+    lora_alpha: PositiveInt = Field(32, description="LoRA scaling numerator (alpha / r scales the update).")
+    lora_dropout: UnitFloat = Field(0.05, description="Dropout on the LoRA input.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Module names that get adapters (Llama/Qwen/SmolLM naming).",
@@ -66,52 +67,25 @@ class TrainConfig(Buildable):
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (long prompts, big models).")
     # --- optimisation -----------------------------------------------------------------------------
-    max_steps: int = Field(300, description="Optimizer steps.")
-    batch_size: int = Field(4, description="Examples per forward pass.")
-    grad_accum: int = Field(2, description="Forward passes per optimizer step.")
-    lr: float = Field(3e-4, description="AdamW learning rate (linear warm-up, then cosine decay).")
-    warmup_steps: int = Field(10, description="Linear warm-up steps.")
-    weight_decay: float = Field(0.0, description="AdamW weight decay on the LoRA weights.")
-    max_grad_norm: float = Field(1.0, description="Gradient clipping.")
+    max_steps: PositiveInt = Field(300, description="Optimizer steps.")
+    batch_size: PositiveInt = Field(4, description="Examples per forward pass.")
+    grad_accum: PositiveInt = Field(2, description="Forward passes per optimizer step.")
+    lr: PositiveFloat = Field(3e-4, description="AdamW learning rate (linear warm-up, then cosine decay).")
+    warmup_steps: NonNegativeInt = Field(10, description="Linear warm-up steps.")
+    weight_decay: NonNegativeFloat = Field(0.0, description="AdamW weight decay on the LoRA weights.")
+    max_grad_norm: PositiveFloat = Field(1.0, description="Gradient clipping.")
     seed: int = Field(0, description="Seeds the data (users, negatives, shuffles) and the training order.")
     # --- checkpoints and validation --------------------------------------------------------------
-    save_every: int = Field(50, description="Checkpoint (adapter + optimizer + position) every N steps.")
-    keep_checkpoints: int = Field(2, description="Newest checkpoints kept (the best adapter is kept apart).")
-    eval_every: int = Field(50, description="Validation NDCG@10 every N steps (and at the end).")
-    val_users: int = Field(64, description="Users whose validation item is ranked among 20 (cand20 style).")
+    save_every: PositiveInt = Field(50, description="Checkpoint (adapter + optimizer + position) every N steps.")
+    keep_checkpoints: PositiveInt = Field(2, description="Newest checkpoints kept (the best adapter is kept apart).")
+    eval_every: PositiveInt = Field(50, description="Validation NDCG@10 every N steps (and at the end).")
+    val_users: PositiveInt = Field(64, description="Users whose validation item is ranked among 20 (cand20 style).")
     device: str | None = Field(None, description="auto, cpu, cuda, cuda:0, ...; None = the agent model.device.")
     num_threads: int | None = Field(None, description="torch CPU threads; None = the agent config's model.num_threads.")
 
-    @field_validator(
-        "positions_per_user", "n_candidates", "k", "lora_r", "lora_alpha", "max_steps", "batch_size",
-        "grad_accum", "save_every", "keep_checkpoints", "eval_every", "val_users",
-    )  # fmt: skip
-    @classmethod
-    def _positive(cls, v: int, info: Any) -> int:
-        if v < 1:
-            raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
-        return v
 
-    @field_validator("retrieved_share", "lora_dropout")
-    @classmethod
-    def _unit(cls, v: float, info: Any) -> float:
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"`{info.field_name}` must be between 0 and 1, got {v}")
-        return v
 
-    @field_validator("reason_share", "rank_loss_weight", "lm_loss_weight", "weight_decay", "warmup_steps")
-    @classmethod
-    def _non_negative(cls, v: float, info: Any) -> float:
-        if v < 0:
-            raise ValueError(f"`{info.field_name}` must be >= 0, got {v}")
-        return v
 
-    @field_validator("lr", "max_grad_norm")
-    @classmethod
-    def _strictly_positive(cls, v: float, info: Any) -> float:
-        if v <= 0:
-            raise ValueError(f"`{info.field_name}` must be > 0, got {v}")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

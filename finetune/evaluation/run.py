@@ -21,14 +21,16 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from reasonrec.agent.config import Buildable
+from reasonrec.fields import PositiveInt, bound
 from reasonrec.finetune.evaluation import metrics as M
 from reasonrec.finetune.evaluation.baselines import build_ranker
+from reasonrec.finetune.evaluation.reasons import reason_rates
 from reasonrec.finetune.evaluation.report import (
     EvalReport,
     MethodResult,
@@ -41,6 +43,7 @@ from reasonrec.finetune.evaluation.split import Split, cand20_candidates, leave_
 from reasonrec.retrieval.types import natural_key
 
 Progress = Callable[[str, int, int], None]  # (task description, done, total)
+OptionalCount = Annotated[int, bound(1, note=" or None (all users)")] | None
 SOURCES = ("source-collaborative", "source-cooccurrence", "source-semantic")
 CLASSICAL = ("random", "popularity", "itemknn", "retrieval", *SOURCES, "fusion", "recbole-sasrec", "recbole-bpr")
 BOOTSTRAP = {"resamples": 1000, "seed": 0, "metrics": ("ndcg@10", "recall@10", "hr@1")}
@@ -67,48 +70,36 @@ class EvalConfig(Buildable):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     protocol: Literal["full", "cand20"] = Field("full", description="full: retrieve then rank; cand20: pick from 20.")
-    candidates: int = Field(20, description="Candidates per user: 20 or 50 for full, 20 for cand20.")
+    candidates: PositiveInt = Field(20, description="Candidates per user: 20 or 50 for full, 20 for cand20.")
     methods: list[str] = Field(
         default_factory=lambda: ["random", "popularity", "itemknn", "retrieval"],
         description="Rows to run: random, popularity, itemknn, retrieval, recbole-sasrec, recbole-bpr, "
         "<classical>-all (full only), reasonrec-<zeroshot|lora>-<mode>.",
     )
-    users: int | None = Field(None, description="Evaluate a seeded random subset of this many users (None = all).")
-    llm_users: int | None = Field(
+    users: OptionalCount = Field(None, description="Evaluate a seeded random subset of this many users (None = all).")
+    llm_users: OptionalCount = Field(
         100, description="LLM rows use the first N of the selected users (slow on CPU); None = all selected."
     )
     seed: int = Field(0, description="Seeds the user subset, cand20 negatives and the random ranker.")
     k_list: list[int] = Field(default_factory=lambda: [1, 5, 10, 20], description="Cut-offs for recall/ndcg.")
-    llm_k: int = Field(10, description="Items the LLM is asked to rank; the rest are appended in given order.")
+    llm_k: PositiveInt = Field(10, description="Items the LLM is asked to rank; the rest are appended in given order.")
     out_dir: Path = Field(Path("bench/results"), description="Where <name>.json/.md/_*.png are written.")
     name: str | None = Field(None, description="Results file stem; default '<protocol><candidates>'.")
     positions: list[int] | None = Field(
         None, description="cand20 only: also run with the target fixed at these positions (e.g. 1 5 10 20)."
     )
     adapter: str | None = Field(None, description="LoRA adapter folder for reasonrec-lora-* rows.")
-    batch_size: int | None = Field(
+    batch_size: OptionalCount = Field(
         None, description="Users per batched LLM forward pass; None = the agent config's ranker.batch_size."
     )
     agent_config: Path | None = Field(None, description="YAML/JSON AgentConfig for the LLM rows and retrieval.")
     recbole_dir: Path = Field(DEFAULT_RECBOLE_DIR, description="Scores exported by bench/recbole_peer.py.")
-    itemknn_window: int = Field(20, description="History items that vote in item-kNN.")
+    itemknn_window: PositiveInt = Field(20, description="History items that vote in item-kNN.")
     machine: str | None = Field(None, description="Machine label in the results; default cpu-<n>core.")
     merge: bool = Field(True, description="Keep rows of other methods already in <name>.json (same setup).")
     write: bool = Field(True, description="Write the result files (False: only return the report).")
 
-    @field_validator("candidates", "llm_k", "itemknn_window")
-    @classmethod
-    def _positive(cls, v: int, info: Any) -> int:
-        if v < 1:
-            raise ValueError(f"`{info.field_name}` must be >= 1, got {v}")
-        return v
 
-    @field_validator("users", "llm_users", "batch_size")
-    @classmethod
-    def _positive_or_none(cls, v: int | None, info: Any) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"`{info.field_name}` must be >= 1 or None (all users), got {v}")
-        return v
 
     @field_validator("k_list")
     @classmethod
@@ -357,6 +348,8 @@ def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[
                 progress(method, n + 1, len(users))
         stage["rank_ms"] = float(np.mean(lat)) if lat else 0.0
     wall = time.perf_counter() - t0
+    # reasons: the protocol's `reasons` block over the reasons as shown (evaluation/reasons.py)
+    why = reason_rates(recs, runner.items) if is_llm else None
     k_eff = config.llm_k if is_llm else min(10, config.candidates)
     per_user = {u: M.user_metrics(orders[u], target[u], config.k_list) for u in users}
     row = MethodResult(
@@ -369,5 +362,6 @@ def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[
         grounded_rate=float(np.mean(grounded)) if grounded else None,
         model_reason_rate=reasons["model"] / reasons["items"] if reasons["items"] else None,
         calibration=M.calibration([p for p, _ in top1], [c for _, c in top1]) if top1 else None,
+        reasons=why.model_dump() if why else None,
     )  # fmt: skip
     return row, per_user, info
