@@ -78,6 +78,8 @@ class RecommenderAgent:
         self._store: Any = None
         self._generator: CandidateSource | None = candidate_source
         self._ranker: Ranker | None = None
+        self._reasons: Any = None  # evidence.ReasonData for `_reasons_for` (the candidate source it reads)
+        self._reasons_for: Any = None
         self.notes: list[str] = []  # what the agent could not do as configured (shown by the CLI)
 
     # ---- lazily built components -------------------------------------------------------------
@@ -343,11 +345,23 @@ class RecommenderAgent:
         return history if n == min(len(history), pc.max_history) else history[len(history) - n :]
 
     def _run(self, reqs: list[RankRequest], extra_ms: list[float], progress: Progress | None) -> list[Recommendations]:
+        data = self._reason_data()
+        for req in reqs:  # reasons cite and are checked against the catalogue and co-watch counts (evidence.py)
+            req.reason_data = data
         out = self.ranker.rank(reqs, progress=progress)
         for rec, ms in zip(out, extra_ms, strict=True):
             rec.timings["retrieval_ms"] = ms
             rec.timings["total"] += ms
         return out
+
+    def _reason_data(self) -> Any:
+        """The catalogue + co-occurrence counts of the current candidate source, built once per source."""
+        from reasonrec.agent.ranking.evidence import ReasonData
+
+        source = self.candidate_source
+        if self._reasons_for is not source:
+            self._reasons_for, self._reasons = source, ReasonData.from_source(self.items, source)
+        return self._reasons
 
 
 def _check_collection(store: Any, items: dict[str, Item], collection: str, dataset: str) -> None:

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, computed_field
 
+from reasonrec.agent.ranking.evidence import ItemEvidence
 from reasonrec.prompts.loader import clean_text
 
 # Catalogue titles and model text are untrusted: shown text follows the prompts' rules (no bidi overrides,
@@ -36,6 +37,20 @@ class Recommendation(BaseModel):
         description="The reason names a real history item or a real genre/year of this item "
         "(agent.reasons.is_grounded).",
     )
+    faithful: bool | None = Field(
+        None,
+        description="No claim of the shown reason is false: genres, years/decades, history titles, co-watch "
+        "counts, the request (agent.ranking.claims). None: not checked.",
+    )
+    specific: bool | None = Field(
+        None, description="The shown reason states at least one true fact about this item beyond its opener."
+    )
+    model_faithful: bool | None = Field(
+        None, description="The model's own reason was faithful before any replacement; None: it wrote none usable."
+    )
+    evidence: ItemEvidence | None = Field(
+        None, description="The facts the reason was written from: anchor history item, co-watch counts, genres, year."
+    )
 
 
 class Recommendations(BaseModel):
@@ -55,6 +70,9 @@ class Recommendations(BaseModel):
     raw_output: str | None = Field(None, description="The model's text (generative mode).")
     grounded_rate: float | None = Field(
         None, description="Share of model-written reasons that are grounded; None when the model wrote none."
+    )
+    faithful_rate_model: float | None = Field(
+        None, description="Share of the model's own usable reasons with no false claim, before any replacement."
     )
     confidence: float | None = Field(
         None,

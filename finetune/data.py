@@ -22,9 +22,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from reasonrec.agent.ranking.reasons import grounded_reason, opener_continuation
+from reasonrec.agent.ranking.evidence import ReasonData, assemble, evidence_continuation, evidence_reason
+from reasonrec.agent.ranking.reasons import grounded_reason
 from reasonrec.finetune.config import TrainConfig
 from reasonrec.finetune.evaluation.split import Split, user_seed
+from reasonrec.retrieval.cooccurrence import CooccurrenceSource
 from reasonrec.retrieval.types import Item, natural_key
 
 Progress = Callable[[int, int], None]
@@ -92,6 +94,10 @@ def build_examples(
     labels, label_tok = label_token_ids(tok, cfg.n_candidates)
     token_of = dict(zip(labels, label_tok, strict=True))
     users = _select(split.user_ids(), cfg.train_users, cfg.seed)
+    # Reason targets state the evidence serving conditions on, co-watch counts from the train side only.
+    train_seqs = {u: list(split.get(u).train) for u in split.user_ids()}
+    reason_data = ReasonData(items, CooccurrenceSource.fit(train_seqs, items=items))
+    domain = prompter.config.prompt.domain
     out: list[TrainExample] = []
     for n, user in enumerate(users):
         rng = np.random.default_rng(user_seed(cfg.seed, f"train:{user}"))
@@ -115,11 +121,10 @@ def build_examples(
             out.append(TrainExample("rank", user, prompt, answer, ids, cands.index(target)))
             if rng.random() < cfg.reason_share:
                 item = items[picks[int(rng.integers(len(picks)))]]
-                text, opener = prompter.reason_text(history, item, None)
-                if opener:  # serving starts the reason with this opener: learn to continue it
-                    why = opener_continuation(item, history, prompter.config.prompt.domain)
-                else:
-                    why = grounded_reason(item, history) if item.id == target else co_liked_reason(item, history, knn)
+                ev = assemble([item], history, None, reason_data, domain)[0]
+                text, opener = prompter.reason_text(history, item, None, ev)
+                # serving starts the reason with this opener and the same facts: learn to continue it
+                why = evidence_continuation(ev, domain) if opener else evidence_reason(ev, domain)
                 out.append(TrainExample("reason", user, text, why + "\n"))
         if progress:
             progress(n + 1, len(users))

@@ -30,6 +30,8 @@ from reasonrec.text import cut_at_word
 
 # Recorded with every result and adapter; bump when the template text or the sanitising changes.
 TEMPLATE_VERSION = "rank-v1"
+# The reason prompt's own version (reason.jinja); v2 lists the item's evidence ("facts") before the instruction.
+REASON_TEMPLATE_VERSION = "reason-v2"
 COMPACT_SUFFIX = "-compact"
 # The assistant turn starts with this; scoring mode prefills it and reads the next (label) token.
 ANSWER_PREFIX = "["
@@ -263,6 +265,7 @@ def render_reason_messages(
     item: Any,
     query: str | None = None,
     config: PromptConfig | None = None,
+    facts: Sequence[str] | None = None,
 ) -> list[dict[str, str]]:
     """Chat messages that ask for one sentence on why the user would like `item`.
 
@@ -271,6 +274,8 @@ def render_reason_messages(
         item: The recommended item (its description is shown, cut to `max_description_chars`).
         query: Optional free-text request from the user.
         config: Prompt options; defaults to `PromptConfig()`.
+        facts: The item's evidence, one sentence each (agent.ranking.evidence); the reason is asked to
+            use only these. Sanitised like item text.
 
     Returns:
         `[{"role": "system", ...}, {"role": "user", ...}]`.
@@ -281,6 +286,7 @@ def render_reason_messages(
     cfg = config or PromptConfig()
     variables = _common_vars(history, query, cfg)
     variables["item"] = _item_vars(item, "item", cfg, description=True)
+    variables["facts"] = [f for f in (clean_text(x, 300) for x in facts or ()) if f]
     return _render(REASON_TEMPLATE, variables, cfg)
 
 

@@ -80,7 +80,7 @@ GENRE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "Mystery": ("mystery", "mysteries", "whodunit", "detective"),
     "Romance": ("romance", "romances", "romantic", "love story", "love stories"),
     "Sci-Fi": ("sci-fi", "scifi", "sci fi", "science fiction", "science-fiction"),
-    "Thriller": ("thriller", "thrillers", "suspense", "suspenseful"),
+    "Thriller": ("thriller", "thrillers", "suspense", "suspenseful", "thrill", "thrills", "thrilling"),
     "War": ("war", "war film", "war movie"),
     "Western": ("western", "westerns", "cowboy", "cowboys"),
 }

@@ -109,14 +109,17 @@ def test_garbage_model_output_still_gives_k_valid_items(agent, tiny_random_lm):
     [
         ("The people who watched the movie watched it.", False),  # names nothing checkable
         ("A comedy like the ones you watch.", True),  # a real genre of the item
-        ("Fans of Up in Smoke will enjoy it.", True),  # a real history title
+        ("Fans of Up in Smoke will enjoy it.", True),  # a real co-watch claim (31 people have both)
         ("A 1995 film for a quiet evening.", True),  # the item's real year (3+ words: shorter is no reason)
+        ("A 1995 horror film for a quiet evening.", False),  # a false genre (agent/ranking/claims.py)
     ],
 )
 def test_ungrounded_model_reasons_are_replaced_by_facts(ml100k, reason, kept):
+    from reasonrec.agent.ranking.evidence import ReasonData
     from reasonrec.agent.ranking.finalize import build_recommendations
     from reasonrec.agent.ranking.request import RankRequest
     from reasonrec.prompts.parser import ParsedEntry, ParsedRanking
+    from reasonrec.retrieval.cooccurrence import CooccurrenceSource
 
     items = ml100k.items
     history = [items[i] for i in ml100k.history("196")]
@@ -124,7 +127,8 @@ def test_ungrounded_model_reasons_are_replaced_by_facts(ml100k, reason, kept):
     parsed = ParsedRanking(entries=[ParsedEntry(label="A", item_id="1", reason=reason, source="model")], n_model=1,
                            n_fallback=0, off_candidate=[], duplicates=[], missing_reasons=0, format="lines",
                            valid=True)  # fmt: skip
-    out = build_recommendations(RankRequest(history, [item], k=1), parsed, None, "m", "generative", {}, template="t")
-    assert out.grounded_rate == (1.0 if kept else 0.0)
-    assert (out.items[0].reason == reason) == kept and out.items[0].grounded
+    req = RankRequest(history, [item], k=1, reason_data=ReasonData(items, CooccurrenceSource.from_dataset(ml100k)))
+    out = build_recommendations(req, parsed, None, "m", "generative", {}, template="t")
+    assert out.faithful_rate_model == (0.0 if "horror" in reason else 1.0)
+    assert (out.items[0].reason == reason) == kept and out.items[0].grounded and out.items[0].faithful
     assert out.items[0].reason_source == ("model" if kept else "template")

@@ -108,7 +108,8 @@ _COUNT_RE = re.compile(r"(\d+)\s+(?:out\s+)?of\s+(?:the\s+|all\s+)?(\d+)\s+(?:[a
 _PERCENT_RE = re.compile(r"(\d+)\s*%\s+of\s+(?:the\s+)?(?:[a-z]+\s+){0,4}?" + _T, re.I)
 _PEOPLE_RE = re.compile(
     r"(?:people|users|viewers|fans|those|others|audiences)\s+(?:who|that)\s+(?:[a-z]+\s+){0,2}?"
-    r"(?:watched|rated|liked|loved|enjoyed|saw|have\s+seen)\s+" + _T + r"|fans\s+of\s+" + _T, re.I
+    r"(?:watched|rated|liked|loved|enjoyed|saw|have\s+seen)\s+" + _T + r"|fans\s+of\s+" + _T,
+    re.I,
 )
 _LIKE_RE = re.compile(r"^\s*(?:just\s+)?like\s+" + _T + r"|\bshares?\s+[^.]*?\bwith\s+" + _T, re.I)
 _QUERY_RE = re.compile(r"\b(?:your\s+request|you\s+asked|asked\s+for|you\s+wanted|looking\s+for|your\s+search)\b", re.I)
@@ -209,12 +210,16 @@ class ClaimChecker:
             co, n, anchor = int(m.group(1)), int(m.group(2)), named[int(m.group(3))]
             true_co, true_n = self._counts(anchor, item)
             ok = anchor is not None and true_co > 0 and (co, n) == (true_co, true_n)
-            out.append(Claim(kind="cowatch", text=m.group(0), true=ok, start=m.start(), detail=f"{true_co} of {true_n}"))
+            out.append(
+                Claim(kind="cowatch", text=m.group(0), true=ok, start=m.start(), detail=f"{true_co} of {true_n}")
+            )
         for m in _PERCENT_RE.finditer(masked):
             pct, anchor = int(m.group(1)), named[int(m.group(2))]
             true_co, true_n = self._counts(anchor, item)
             ok = anchor is not None and true_n > 0 and abs(100 * true_co / true_n - pct) <= 1
-            out.append(Claim(kind="cowatch", text=m.group(0), true=ok, start=m.start(), detail=f"{true_co} of {true_n}"))
+            out.append(
+                Claim(kind="cowatch", text=m.group(0), true=ok, start=m.start(), detail=f"{true_co} of {true_n}")
+            )
         counted = {c.start for c in out}
         for m in _PEOPLE_RE.finditer(masked):
             anchor = named[int(m.group(1) or m.group(2))]
@@ -230,7 +235,7 @@ class ClaimChecker:
         return self.counts.co_counts(anchor.id, item.id)
 
     def _shared(self, masked: str, item: Item, named: list[Item | None]) -> list[Claim]:
-        """"Like <T>, it is a comedy": at least one genre named in the sentence is T's too (when any is named)."""
+        """ "Like <T>, it is a comedy": at least one genre named in the sentence is T's too (when any is named)."""
         m = _LIKE_RE.search(masked)
         if not m:
             return []
@@ -249,8 +254,8 @@ class ClaimChecker:
         out, genres = [], set(item.genres)
         for m in filter(free, _GENRE_RE.finditer(masked)):
             g = GENRE_WORDS[m.group().lower()]
-            out.append(Claim(kind="genre", text=m.group(), true=g in genres, start=m.start(),
-                             detail="" if g in genres else f"its genres are {', '.join(item.genres) or 'none'}"))  # fmt: skip
+            why = "" if g in genres else f"its genres are {', '.join(item.genres) or 'none'}"
+            out.append(Claim(kind="genre", text=m.group(), true=g in genres, start=m.start(), detail=why))
         for m in filter(free, _YEAR_RE.finditer(masked)):
             y = int(m.group(1))
             ok = item.year is not None and (y == item.year if not m.group(2) else item.year - item.year % 10 == y)

@@ -56,7 +56,7 @@ class ItemEvidence(BaseModel):
     def facts(self, domain: str) -> list[str]:
         """One line per fact, for the reason prompt."""
         out = []
-        kind = " and ".join(g.lower() for g in self.genres[:3]) or domain
+        kind = _join([g.lower() for g in self.genres[:3]]) or domain
         out.append(f"It is {_a(kind)} {kind} {domain}" + (f" from {self.year}." if self.year else "."))
         if self.cowatch and self.anchor_title:
             out.append(f"{self.cowatch.co_users} of the {self.cowatch.anchor_users} people who watched "
@@ -184,21 +184,52 @@ def _opener(anchor: str | None, co: CoWatch | None, shared: list[str], item: Ite
     return ""
 
 
-def evidence_reason(ev: ItemEvidence, domain: str) -> str:
-    """The reason built from facts (shown when the model's is not): true by construction, and specific."""
+def evidence_continuation(ev: ItemEvidence, domain: str) -> str:
+    """What a reason says after its `opener`, from the same facts: the reason head's training target."""
+    if ev.opener.endswith(" it"):  # "Like <anchor>, it" / "People who watched <anchor> also watched it; it"
+        genres = ev.shared_genres if ev.opener.startswith("Like ") else ev.genres
+        kind = " and ".join(g.lower() for g in genres[:2]) or domain
+        return f" is {_a(kind)} {kind} {domain}" + (f" from {ev.year}." if ev.year else ".")
+    if ev.opener:  # "A comedy movie"
+        return f" from {ev.year} that fits your history." if ev.year else " that fits your history."
+    return evidence_reason(ev, domain)
+
+
+FALLBACK_VARIANTS = 3  # phrasings per kind of evidence, so two reasons built from facts in one list differ
+
+
+def evidence_reason(ev: ItemEvidence, domain: str, variant: int = 0) -> str:
+    """The reason built from facts (shown when the model's is not): true by construction, and specific.
+
+    `variant` picks one of `FALLBACK_VARIANTS` phrasings (choose_reasons takes the first unlike the rest).
+    """
     kind = " ".join(g.lower() for g in ev.genres[:2]) or domain
-    this = f"this {ev.year} {kind}" if ev.year else f"this {kind}"
+    what = f"{ev.year} {kind}" if ev.year else kind
+    noun = f" {domain}" if ev.genres else ""
+    year = f" from {ev.year}" if ev.year else ""
     if ev.cowatch and ev.anchor_title:
-        text = f"{ev.cowatch.co_users} of the {ev.cowatch.anchor_users} people who watched {ev.anchor_title} also watched {this}"
-        text += f" {domain}." if ev.genres else "."
+        co, n, a = ev.cowatch.co_users, ev.cowatch.anchor_users, ev.anchor_title
+        texts = [f"{co} of the {n} people who watched {a} also watched this {what}{noun}.",
+                 f"{_a(what).capitalize()} {what}{noun}: {co} of the {n} viewers of {a} have seen it too.",
+                 f"Seen by {co} of the {n} people who watched {a}, this {kind}{noun}{year} suits you."]  # fmt: skip
     elif ev.shared_genres and ev.anchor_title:
-        g = " and ".join(x.lower() for x in ev.shared_genres[:2])
-        text = f"Shares {g} with {ev.anchor_title}, which you watched" + (f"; it is from {ev.year}." if ev.year else ".")
+        g, a = " and ".join(x.lower() for x in ev.shared_genres[:2]), ev.anchor_title
+        texts = [f"Shares {g} with {a}, which you watched" + (f"; it is from {ev.year}." if ev.year else "."),
+                 f"You watched {a}, and this {ev.year or ''} {domain} is {g} too.".replace("  ", " "),
+                 f"{_a(g).capitalize()} {g} {domain}{year} in the spirit of {a}."]  # fmt: skip
     else:
-        text = f"{_a(this[5:]).capitalize()} {this[5:]} {domain} close to your recent history."
+        texts = [f"{_a(what).capitalize()} {what}{noun} close to your recent history.",
+                 f"Close to your recent history: {_a(kind)} {kind}{noun}{year}.",
+                 f"Your history points to this {kind}{noun}{year}."]  # fmt: skip
+    text = texts[variant % len(texts)]
     if ev.query_genres:
         text += f" It fits your request for {' and '.join(g.lower() for g in ev.query_genres)}."
     return text
+
+
+def _join(words: list[str]) -> str:
+    """ "crime, drama and thriller"."""
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
 
 
 def _a(word: str) -> str:

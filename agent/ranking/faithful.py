@@ -8,42 +8,76 @@ Two guards, in order:
    a checked-and-rejected sentence costs the user the model's reason; masked, the model writes a
    different word in the same pass, at the cost of a dictionary look-up per row and step.
 2. `choose_reasons` checks every model reason (claims.ClaimChecker: titles, co-watch counts,
-   shared genres, the query) and shows it only when it is faithful and unlike the reasons already
-   shown in the list; otherwise the reason built from the item's evidence (evidence.evidence_reason).
+   shared genres, the query) and shows it only when it is faithful, says something true about the
+   item (specific) and is unlike the reasons already shown in the list; otherwise the reason built
+   from the item's evidence (evidence.evidence_reason). A claim that cannot be checked (co-watch
+   counts without interaction data) counts as false.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from reasonrec.agent.ranking.claims import DECADE_WORDS, GENRE_WORDS, ReasonCheck
-from reasonrec.agent.ranking.evidence import ItemEvidence, ReasonData, evidence_reason
+from reasonrec.agent.ranking.evidence import FALLBACK_VARIANTS, ItemEvidence, ReasonData, evidence_reason
 from reasonrec.agent.ranking.reasons import restates_question, usable_reason
 from reasonrec.retrieval.types import Item
 
 Trie = dict[tuple[int, ...], frozenset[int]]  # tokens before -> tokens that would complete a banned word
+SLOT_WORDS = {"Children's": "family", "Film-Noir": "film-noir", "Sci-Fi": "sci-fi", "Animation": "animated"}
 
 
 @dataclass(frozen=True)
 class RowFacts:
-    """What one reason may say: its banned word endings and the numbers it may write."""
+    """What one reason may say: its banned word endings, the numbers it may write, and an optional slot.
+
+    `slot`: token sequences one of which must follow the first `opener_len` tokens of the reason
+    (" is a comedy", "'s an action", ...): the model picks which of the item's genres it names.
+    """
 
     banned: Trie
     numbers: frozenset[str]
+    slot: tuple[tuple[int, ...], ...] = ()
+    opener_len: int = 0
 
 
-def row_facts(tokenizer: Any, ev: ItemEvidence) -> RowFacts:
-    """The mask inputs for one item's reason, from its evidence."""
+def row_facts(tokenizer: Any, ev: ItemEvidence, slot: bool = False, opener_len: int = 0) -> RowFacts:
+    """The mask inputs for one item's reason, from its evidence.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        ev: the item's evidence.
+        slot: after an opener ending in "it", the reason goes on with "is a <one of its genres>" (constrained
+            generative mode: its rank prompt holds no facts, and without the slot the model mostly
+            writes a plot it does not know, which names nothing checkable).
+        opener_len: tokens of the opener inside the generated reason (0: the opener is in the prompt).
+    """
     decade = ev.year - ev.year % 10 if ev.year else None
     numbers = set()
     if ev.year:
         numbers |= {str(ev.year), str(decade), str(decade % 100).zfill(2)}
     if ev.cowatch:
         numbers |= {str(ev.cowatch.co_users), str(ev.cowatch.anchor_users)}
-    return RowFacts(_banned_words(tokenizer, frozenset(ev.genres), decade), frozenset(numbers))
+    genres = ev.shared_genres if ev.opener.startswith("Like ") else ev.genres  # "Like X" claims a shared genre
+    seqs = _genre_slot(tokenizer, tuple(genres)) if slot and ev.opener.endswith(" it") and genres else ()
+    return RowFacts(_banned_words(tokenizer, frozenset(ev.genres), decade), frozenset(numbers), seqs, opener_len)
+
+
+@lru_cache(maxsize=512)
+def _genre_slot(tokenizer: Any, genres: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+    """Token sequences of " is a comedy", "'s a comedy", " is an action", ... for these genres."""
+    out = []
+    for g in genres:
+        word = SLOT_WORDS.get(g, g.lower())
+        art = "an" if word[0] in "aeiou" else "a"
+        for verb in (" is", "'s"):
+            out.append(tuple(tokenizer.encode(f"{verb} {art} {word}", add_special_tokens=False)))
+    return tuple(out)
 
 
 @lru_cache(maxsize=512)  # many items share a genre set; tokenising the lexicon once per set is enough
@@ -72,6 +106,14 @@ def _digit_tokens(tokenizer: Any) -> dict[int, str]:
     return out
 
 
+@lru_cache(maxsize=8)
+def _sentence_ends(tokenizer: Any) -> frozenset[int]:
+    """Tokens that end a sentence ("." / "!" / "?", alone or ending a word) or a clause the small model
+    loops after (";")."""
+    vocab = tokenizer.get_vocab()
+    return frozenset(i for i in vocab.values() if tokenizer.decode([i]).rstrip().endswith((".", "!", "?", ";")))
+
+
 class FaithfulLogitsProcessor:
     """Masks false genre/decade words and unknown numbers while reasons are written.
 
@@ -90,7 +132,11 @@ class FaithfulLogitsProcessor:
         self.prompt_len = prompt_len
         self.close_id, self.newline_id = close_id, newline_id
         self.digits = _digit_tokens(tokenizer)
+        self.ends = _sentence_ends(tokenizer)
+        self.eos_id = tokenizer.eos_token_id
         self.n_masked = 0  # tokens masked so far (how often the guard had to act)
+        self._seen: dict[int, dict[tuple[int, int], set[int]]] = {}  # row -> (a, b) -> tokens that followed
+        self._done: dict[int, int] = {}  # row -> generated tokens already counted in `_seen`
 
     def _current(self, row: int, gen: list[int]) -> tuple[RowFacts | None, list[int]]:
         """The facts that apply now and the reason's tokens so far (None: not inside a reason)."""
@@ -107,27 +153,52 @@ class FaithfulLogitsProcessor:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        rows, cols = [], []
+        rows, cols, keep_rows, keep = [], [], [], []
         for r in range(input_ids.shape[0]):
-            facts, text = self._current(r, input_ids[r, self.prompt_len :].tolist())
-            if facts is None:
-                continue
-            ban = set()
-            for n in (0, 1, 2, 3):  # words of up to four tokens
-                if n <= len(text):
-                    ban |= facts.banned.get(tuple(text[len(text) - n :]) if n else (), frozenset())
-            ban |= self._bad_digits(facts, text)
+            ban, only = self._masks(r, input_ids[r, self.prompt_len :].tolist())
             rows += [r] * len(ban)
             cols += list(ban)
-        if not rows:
+            if only:
+                keep_rows.append(r)
+                keep.append(only)
+        if not rows and not keep_rows:
             return scores
         before = scores.clone()
-        scores[torch.tensor(rows), torch.tensor(cols)] = float("-inf")
+        if rows:
+            scores[torch.tensor(rows), torch.tensor(cols)] = float("-inf")
+        for r, only in zip(keep_rows, keep, strict=True):  # inside a genre slot: only its next tokens
+            allowed = torch.tensor(sorted(only), device=scores.device)
+            row = torch.full_like(scores[r], float("-inf"))
+            row[allowed] = scores[r, allowed]
+            scores[r] = row
         dead = torch.isinf(scores).all(dim=-1)  # never leave a row nothing to write (a forced opener token)
         if dead.any():
             scores[dead] = before[dead]
         self.n_masked += len(rows)
         return scores
+
+    def _masks(self, r: int, gen: list[int]) -> tuple[set[int], set[int]]:
+        """(tokens banned, tokens the genre slot allows — empty: no slot) for row `r` now."""
+        trigrams = self._seen.setdefault(r, {})
+        for i in range(max(self._done.get(r, 0), 2), len(gen)):  # the row's trigrams so far, incrementally
+            trigrams.setdefault((gen[i - 2], gen[i - 1]), set()).add(gen[i])
+        self._done[r] = len(gen)
+        facts, text = self._current(r, gen)
+        if facts is None:
+            return set(), set()
+        ban: set[int] = set()
+        for n in (0, 1, 2, 3):  # words of up to four tokens
+            if n <= len(text):
+                ban |= facts.banned.get(tuple(text[len(text) - n :]) if n else (), frozenset())
+        ban |= self._bad_digits(facts, text)
+        only = _slot_next(facts, text)
+        if not only and len(text) >= facts.opener_len + 2:
+            # No trigram the row already wrote: a reason does not loop ("it's a musical, it's a musical")
+            # and the k reasons of one generated list do not repeat each other word for word.
+            ban |= trigrams.get((text[-2], text[-1]), set())
+            if self.newline_id is not None and text[-1] in self.ends:  # one sentence per generated reason
+                only = {self.newline_id, self.eos_id}
+        return ban, only
 
     def _bad_digits(self, facts: RowFacts, text: list[int]) -> set[int]:
         """Digit tokens that would not continue one of the allowed numbers."""
@@ -138,6 +209,25 @@ class FaithfulLogitsProcessor:
             run = self.digits[t] + run
         ok = {n for n in facts.numbers if n.startswith(run) and len(n) > len(run)}
         return {t for t, d in self.digits.items() if not any(n[len(run) :].startswith(d) for n in ok)}
+
+
+def _slot_next(facts: RowFacts, text: list[int]) -> set[int]:
+    """The tokens that may come next inside the genre slot; empty when there is none or it is complete."""
+    if not facts.slot or len(text) < facts.opener_len:
+        return set()
+    done = tuple(text[facts.opener_len :])
+    if any(done[: len(s)] == s for s in facts.slot):  # complete (or past it)
+        return set()
+    return {s[len(done)] for s in facts.slot if len(s) > len(done) and s[: len(done)] == done}
+
+
+def degenerate(text: str) -> bool:
+    """A looping sentence ("a little little story ... a little big little story"): a content word three
+    times, or a pair of words with a content word twice, is not a reason a person would write."""
+    words = [w.lower() for w in re.findall(r"[A-Za-z']+", text)]
+    content = Counter(w for w in words if len(w) > 3)
+    pairs = Counter(p for p in zip(words, words[1:], strict=False) if max(map(len, p)) > 3)
+    return any(c >= 3 for c in content.values()) or any(c >= 2 for c in pairs.values())
 
 
 @dataclass(frozen=True)
@@ -157,7 +247,8 @@ def choose_reasons(
     items: Sequence[Item], texts: Sequence[str | None], evidence: Sequence[ItemEvidence], history: Sequence[Item],
     query: str | None, data: ReasonData, domain: str,
 ) -> list[ShownReason]:  # fmt: skip
-    """Each item's shown reason: the model's when usable, faithful and unlike the ones before, else evidence's.
+    """Each item's shown reason: the model's when usable, faithful, specific and unlike the ones before, else
+    the reason built from the item's evidence.
 
     Args:
         items, texts, evidence: the list in rank order, the model's text per item (None: none), its evidence.
@@ -169,12 +260,14 @@ def choose_reasons(
     shown: list[ShownReason] = []
     for item, text, ev in zip(items, texts, evidence, strict=True):
         mine: ReasonCheck | None = None
-        if text and usable_reason(text, item) and not restates_question(text):
+        if text and usable_reason(text, item) and not restates_question(text) and not degenerate(text):
             mine = checker.check(text, item, history, query, opener=ev.opener)
-            if mine.faithful and not any(checker.alike(text, s.text) for s in shown):
+            # Specific too: a sentence naming nothing checkable about the item is no reason to show.
+            if mine.faithful and mine.specific and not any(checker.alike(text, s.text) for s in shown):
                 shown.append(ShownReason(text, "model", True, mine.specific, True, mine.specific, ev))
                 continue
-        fact = evidence_reason(ev, domain)
+        variants = [evidence_reason(ev, domain, v) for v in range(FALLBACK_VARIANTS)]
+        fact = next((f for f in variants if not any(checker.alike(f, s.text) for s in shown)), variants[0])
         verdict = checker.check(fact, item, history, query)
         shown.append(ShownReason(fact, "template", verdict.faithful, verdict.specific,
                                  None if mine is None else mine.faithful,

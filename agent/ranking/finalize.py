@@ -1,49 +1,49 @@
 """Finalize: the one place that turns a ranker's picks into the public `Recommendations`.
 
-Every mode ends here. It decides each item's reason exactly once (the model's text when it is usable
-and grounded, else a reason built from facts), fills a short list up to k, and leaves the counters to
-the result itself (`Recommendations.n_model` etc. are computed from the items' `source`).
+Every mode ends here. It decides each item's reason exactly once (the model's text when it is usable,
+faithful and unlike the list's other reasons, else the reason built from the item's evidence), fills a
+short list up to k, and leaves the counters to the result itself (`Recommendations.n_model` etc. are
+computed from the items' `source`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping
 
-from reasonrec.agent.ranking.reasons import grounded_reason, is_grounded, restates_question, usable_reason
+from reasonrec.agent.ranking.evidence import ItemEvidence, for_request, request_data
+from reasonrec.agent.ranking.faithful import ShownReason, choose_reasons
+from reasonrec.agent.ranking.reasons import is_grounded, restates_question, usable_reason
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendation, Recommendations
 from reasonrec.prompts.parser import ParsedEntry, ParsedRanking
 from reasonrec.retrieval.types import Item
 
 
-@dataclass(frozen=True)
-class Reason:
-    """The decision for one item's reason."""
+def reasons_for(
+    req: RankRequest, picked: list[Item], texts: list[str | None],
+    evidence: Mapping[str, ItemEvidence] | None, replace_ungrounded: bool, domain: str = "item",
+) -> list[ShownReason]:  # fmt: skip
+    """Each pick's shown reason (faithful.choose_reasons), from the evidence the ranker used or assembled here.
 
-    text: str
-    source: str  # "model" or "template"
-    grounded: bool
-    model_grounded: bool | None  # the model's own text was grounded (None: the model wrote none usable)
-
-
-def decide_reason(
-    text: str | None, item: Item, history: Sequence[Item], similarity: float | None, replace_ungrounded: bool
-) -> Reason:
-    """The reason shown for `item`: the model's `text` if it explains something checkable, else facts.
-
-    A text that is empty, only echoes the listing, or restates the task is not a reason; one that names
-    nothing checkable is replaced too when `replace_ungrounded` (ranker.grounded_reasons).
+    With `replace_ungrounded` off (ranker.grounded_reasons) the model's usable text is shown unchecked.
     """
-    if text and usable_reason(text, item) and not restates_question(text):
-        grounded = is_grounded(text, item, history)
-        if grounded or not replace_ungrounded:
-            return Reason(text, "model", grounded, grounded)
-        model_grounded: bool | None = False
-    else:
-        model_grounded = None
-    fact = grounded_reason(item, history, similarity)
-    return Reason(fact, "template", is_grounded(fact, item, history), model_grounded)
+    known = evidence or {}
+    missing = [it for it in picked if it.id not in known]
+    extra = {ev.item_id: ev for ev in for_request(req, missing, domain)} if missing else {}
+    evs = [known.get(it.id) or extra[it.id] for it in picked]
+    data = request_data(req)
+    shown = choose_reasons(picked, texts, evs, req.history, req.query, data, domain)
+    if replace_ungrounded:
+        return shown
+    return [_unchecked(s, t, it) for s, t, it in zip(shown, texts, picked, strict=True)]
+
+
+def _unchecked(s: ShownReason, text: str | None, item: Item) -> ShownReason:
+    if s.source == "model" or not (text and usable_reason(text, item) and not restates_question(text)):
+        return s
+    return dataclasses.replace(s, text=text, source="model", faithful=bool(s.model_faithful),
+                               specific=bool(s.model_specific))  # fmt: skip
 
 
 def complete_from(parsed: ParsedRanking, order: list[str], label_map: dict[str, str], k: int) -> ParsedRanking:
@@ -68,6 +68,8 @@ def build_recommendations(
     replace_ungrounded: bool = True,
     reasons: Mapping[str, str] | None = None,
     filled_by: str = "fallback",
+    evidence: Mapping[str, ItemEvidence] | None = None,
+    domain: str = "item",
 ) -> Recommendations:
     """Turn a parsed ranking into the public result; every item gets a non-empty reason, decided once.
 
@@ -80,24 +82,29 @@ def build_recommendations(
         replace_ungrounded: `ranker.grounded_reasons`.
         reasons: item id -> a reason written apart from the rank answer (hybrid mode's reason prompts).
         filled_by: the `source` of picks past the model's own ("fallback" = retriever order, "scoring").
+        evidence: item id -> the evidence its reason was written from; missing picks get theirs here.
+        domain: what is recommended ("movie"), for reasons built from facts.
     """
     by_id = {it.id: it for it in req.candidates}
     sims = dict(zip([c.id for c in req.candidates], req.retrieval_scores or [], strict=False))
-    items, echoed, judged = [], 0, []
-    for rank, entry in enumerate(parsed.entries, start=1):
-        item = by_id[entry.item_id]
-        text = (reasons or {}).get(item.id, entry.reason)
+    picked = [by_id[e.item_id] for e in parsed.entries]
+    texts = [(reasons or {}).get(e.item_id, e.reason) for e in parsed.entries]
+    # reasons: a model reason is shown only when faithful and unlike the list's others (faithful.py)
+    shown = reasons_for(req, picked, texts, evidence, replace_ungrounded, domain)
+    items, echoed, judged, checked = [], 0, [], []
+    for rank, (entry, item, r, text) in enumerate(zip(parsed.entries, picked, shown, texts, strict=True), start=1):
         if entry.reason and not usable_reason(entry.reason, item):
             echoed += 1  # the rank answer echoed the listing: the output was not valid as written
-        r = decide_reason(text, item, req.history, sims.get(item.id), replace_ungrounded)
-        if r.model_grounded is not None:
-            judged.append(r.model_grounded)
+        if r.model_faithful is not None:  # the model wrote a usable reason: judge its own text
+            judged.append(is_grounded(text or "", item, req.history))
+            checked.append(r.model_faithful)
         source = entry.source if entry.source == "model" else filled_by
         items.append(
             Recommendation(
                 item_id=item.id, title=item.title, year=item.year, genres=list(item.genres), rank=rank,
                 reason=r.text, score=(scores or {}).get(item.id), retrieval_score=sims.get(item.id),
-                source=source, reason_source=r.source, grounded=r.grounded,
+                source=source, reason_source=r.source, grounded=is_grounded(r.text, item, req.history),
+                faithful=r.faithful, specific=r.specific, model_faithful=r.model_faithful, evidence=r.evidence,
             )
         )  # fmt: skip
     return Recommendations(
@@ -114,5 +121,6 @@ def build_recommendations(
         n_duplicates=len(parsed.duplicates),
         raw_output=raw,
         grounded_rate=sum(judged) / len(judged) if judged else None,
+        faithful_rate_model=sum(checked) / len(checked) if checked else None,
         timings=timings,
     )

@@ -19,6 +19,8 @@ from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.labels import label_token_ids
 from reasonrec.agent.model.loading import LoadedModel
 from reasonrec.agent.ranking.constrained import RankLogitsProcessor, parse_constrained, rank_grammar
+from reasonrec.agent.ranking.evidence import ItemEvidence, for_request
+from reasonrec.agent.ranking.faithful import FaithfulLogitsProcessor, row_facts
 from reasonrec.agent.ranking.finalize import build_recommendations, complete_from
 from reasonrec.agent.ranking.prompter import Prompter
 from reasonrec.agent.ranking.reasons import usable_reason
@@ -64,7 +66,7 @@ class BatchedRanker:
         """`finalize.build_recommendations` with this ranker's model, mode, template and reason policy."""
         return build_recommendations(
             req, parsed, raw, self.lm.model_id, self.mode, timings, scores, template=self.template,
-            replace_ungrounded=self.config.ranker.grounded_reasons, **kw,
+            replace_ungrounded=self.config.ranker.grounded_reasons, domain=self.config.prompt.domain, **kw,
         )  # fmt: skip
 
 
@@ -93,9 +95,11 @@ class GenerativeRanker(BatchedRanker):
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
         t0 = time.perf_counter()
         prompts, label_maps = zip(*(self.prompter.prompt_text(r) for r in reqs), strict=True)
+        # reasons: every candidate's evidence (its opener, its facts), different anchors per list (evidence.py)
+        evs = [{ev.item_id: ev for ev in for_request(r, r.candidates, self.config.prompt.domain)} for r in reqs]
         t1 = time.perf_counter()
         try:
-            texts, n_gen = self._generate(list(prompts), reqs)
+            texts, n_gen = self._generate(list(prompts), reqs, evs)
         except ReasonRecError:
             raise
         except Exception as e:  # model/runtime trouble is not the caller's: the fallback chain takes over
@@ -128,10 +132,12 @@ class GenerativeRanker(BatchedRanker):
                 "tokens_per_s": n_gen / max(t2 - t1, 1e-9),
             }
             filled_by = "scoring" if order is not None else "fallback"
-            results.append(self.finalize(req, p, ANSWER_PREFIX + text, timings, filled_by=filled_by))
+            results.append(self.finalize(req, p, ANSWER_PREFIX + text, timings, filled_by=filled_by, evidence=evs[i]))
         return results
 
-    def _generate(self, prompts: list[str], reqs: list[RankRequest]) -> tuple[list[str], int]:
+    def _generate(
+        self, prompts: list[str], reqs: list[RankRequest], evs: list[dict[str, ItemEvidence]]
+    ) -> tuple[list[str], int]:
         """One left-padded `generate` over the batch: (continuations after the "[" prefill, tokens made)."""
         import torch
 
@@ -152,13 +158,18 @@ class GenerativeRanker(BatchedRanker):
 
             budget = self.prompter.reason_tokens()
             row_labels = [label_token_ids(tok, len(r.candidates))[1] for r in reqs]
-            openers = [self._opener_ids(r, ids) for r, ids in zip(reqs, row_labels, strict=True)]
+            openers = [self._opener_ids(r, ids, ev) for r, ids, ev in zip(reqs, row_labels, evs, strict=True)]
             longest = max((len(t) for op in openers for t in op.values()), default=0)
             proc = RankLogitsProcessor(
                 self._grammar, row_labels, [r.k for r in reqs], prompt_len, budget, row_openers=openers
             )
+            # reasons: after "[label]" no genre, decade or number outside that candidate's evidence (faithful.py)
+            facts = [{lid: row_facts(tok, ev[it.id], slot=True, opener_len=len(op.get(lid, ())))
+                      for lid, it in zip(ids, r.candidates, strict=True)}
+                     for r, ids, ev, op in zip(reqs, row_labels, evs, openers, strict=True)]  # fmt: skip
+            guard = FaithfulLogitsProcessor(tok, facts, prompt_len, self._grammar.close_id, self._grammar.newline_id)
             gen_kwargs.update(
-                logits_processor=LogitsProcessorList([proc]),
+                logits_processor=LogitsProcessorList([proc, guard]),
                 eos_token_id=self._grammar.eos_id,
                 max_new_tokens=self.prompter.answer_tokens(k_max, longest),
             )
@@ -174,11 +185,11 @@ class GenerativeRanker(BatchedRanker):
         n_gen = int((new_tokens != tok.pad_token_id).sum())
         return tok.batch_decode(new_tokens, skip_special_tokens=True), n_gen
 
-    def _opener_ids(self, req: RankRequest, label_ids: list[int]) -> dict[int, list[int]]:
+    def _opener_ids(self, req: RankRequest, label_ids: list[int], evs: dict[str, ItemEvidence]) -> dict[int, list[int]]:
         """Label token -> token ids of that candidate's reason opener (empty with `ranker.reason_opener` off)."""
         out = {}
         for label_id, item in zip(label_ids, req.candidates, strict=True):
-            opener = self.prompter.opener(item, req.history)
+            opener = self.prompter.opener(item, req.history, evs.get(item.id))
             if opener:  # after "]" the reason starts with a space, as the model writes it
                 out[label_id] = self.lm.tokenizer.encode(" " + opener, add_special_tokens=False)
         return out

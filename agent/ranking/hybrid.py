@@ -12,6 +12,8 @@ import re
 import time
 from typing import Any
 
+from reasonrec.agent.ranking.evidence import ItemEvidence, for_request
+from reasonrec.agent.ranking.faithful import FaithfulLogitsProcessor, row_facts
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.ranking.scoring import ScoringRanker
 from reasonrec.agent.schemas import Recommendations
@@ -32,11 +34,14 @@ class HybridRanker(ScoringRanker):
         picks = self.pick(reqs)
         t1 = time.perf_counter()
         jobs = []  # (user index, request, picked item)
+        evidence: list[dict[str, ItemEvidence]] = []  # reasons: each pick's evidence, one list at a time (evidence.py)
         for u, (req, p) in enumerate(zip(reqs, picks, strict=True)):
             by_id = {c.id: c for c in req.candidates}
-            jobs.extend((u, req, by_id[e.item_id]) for e in p.parsed.entries)
+            chosen = [by_id[e.item_id] for e in p.parsed.entries]
+            jobs.extend((u, req, item) for item in chosen)
+            evidence.append({ev.item_id: ev for ev in for_request(req, chosen, self.config.prompt.domain)})
         try:
-            texts = self._generate_reasons([(req, item) for _, req, item in jobs])
+            texts = self._generate_reasons([(req, item, evidence[u][item.id]) for u, req, item in jobs])
         except ReasonRecError:
             raise
         except Exception as e:  # finalize writes reasons from facts instead; never a crash
@@ -53,17 +58,18 @@ class HybridRanker(ScoringRanker):
         for u, (req, p) in enumerate(zip(reqs, picks, strict=True)):
             p.timings["reason_ms"] = (t2 - t1) * 1000 / len(reqs)
             p.timings["total"] = (time.perf_counter() - t0) * 1000 / len(reqs)
-            out.append(self.finalize_picks(req, p, reasons=reasons[u], raw="\n".join(raw[u])))
+            out.append(self.finalize_picks(req, p, reasons=reasons[u], raw="\n".join(raw[u]), evidence=evidence[u]))
         return out
 
-    def _generate_reasons(self, jobs: list[tuple[RankRequest, Any]]) -> list[str]:
-        """One greedy sentence per (request, item), all in one left-padded `generate`."""
+    def _generate_reasons(self, jobs: list[tuple[RankRequest, Any, ItemEvidence]]) -> list[str]:
+        """One greedy sentence per (request, item, evidence), all in one left-padded `generate`."""
         import torch
+        from transformers import LogitsProcessorList
 
         if not jobs:
             return []
         tok = self.lm.tokenizer
-        built = [self.prompter.reason_text(req.history, item, req.query) for req, item in jobs]
+        built = [self.prompter.reason_text(req.history, item, req.query, ev) for req, item, ev in jobs]
         prompts, openers = [p for p, _ in built], [o for _, o in built]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
         max_new = self.prompter.reason_tokens()
@@ -75,10 +81,13 @@ class HybridRanker(ScoringRanker):
             if t > 0
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
+        # reasons: no genre, decade or number outside each item's evidence can be written (faithful.py)
+        guard = FaithfulLogitsProcessor(tok, [row_facts(tok, ev) for _, _, ev in jobs], prompt_len)
         with torch.inference_mode():
             seqs = self.lm.model.generate(
-                **enc, max_new_tokens=max_new, stopping_criteria=[stop], pad_token_id=tok.pad_token_id, **sampling
-            )
+                **enc, max_new_tokens=max_new, stopping_criteria=[stop], pad_token_id=tok.pad_token_id,
+                logits_processor=LogitsProcessorList([guard]), **sampling,
+            )  # fmt: skip
         texts = tok.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
         # The opener is part of the reason: the model wrote the rest of the sentence from it.
         return [o + t if o else t for o, t in zip(openers, texts, strict=True)]

@@ -13,6 +13,7 @@ from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.labels import label_token_ids
 from reasonrec.agent.model.loading import LoadedModel
 from reasonrec.agent.ranking.constrained import RankLogitsProcessor
+from reasonrec.agent.ranking.evidence import ItemEvidence
 from reasonrec.agent.ranking.reasons import reason_opener
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.prompts.loader import ANSWER_PREFIX, render_rank_messages, render_reason_messages, template_version
@@ -41,19 +42,26 @@ class Prompter:
         text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text + ANSWER_PREFIX, {label: item.id for label, item in pairs}
 
-    def reason_text(self, history: Sequence[Item], item: Item, query: str | None) -> tuple[str, str]:
+    def reason_text(
+        self, history: Sequence[Item], item: Item, query: str | None, evidence: ItemEvidence | None = None
+    ) -> tuple[str, str]:
         """Chat-templated reason prompt for one pick, ending in the reason opener; and the opener.
 
-        Serving (hybrid mode) and training data (finetune/data.py) both build reason prompts here.
+        Serving (hybrid mode) and training data (finetune/data.py) both build reason prompts here. With
+        `evidence` (agent/ranking/evidence.py) the prompt lists its facts and the reason starts from its opener.
         """
-        messages = render_reason_messages(history, item, query, self.config.prompt)
+        facts = evidence.facts(self.config.prompt.domain) if evidence is not None else None
+        messages = render_reason_messages(history, item, query, self.config.prompt, facts=facts)
         text = self.lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        opener = self.opener(item, history)
+        opener = self.opener(item, history, evidence)
         return text + opener, opener
 
-    def opener(self, item: Item, history: Sequence[Item]) -> str:
-        """The grounded start of `item`'s reason (ranking.reasons.reason_opener); "" with `ranker.reason_opener` off."""
-        return reason_opener(item, history, self.config.prompt.domain) if self.config.ranker.reason_opener else ""
+    def opener(self, item: Item, history: Sequence[Item], evidence: ItemEvidence | None = None) -> str:
+        """The start of `item`'s reason: its evidence's opener, else ranking.reasons.reason_opener; "" with
+        `ranker.reason_opener` off."""
+        if not self.config.ranker.reason_opener:
+            return ""
+        return evidence.opener if evidence is not None else reason_opener(item, history, self.config.prompt.domain)
 
     def prefix_text(self) -> str:
         """The chat-templated text up to the first history title: the same for every request with history.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from reasonrec.retrieval.types import Item
 
@@ -22,3 +23,6 @@ class RankRequest:
     user_id: str | None = None
     retrieval_scores: list[float | None] = field(default_factory=list)
     features: list[dict[str, float]] = field(default_factory=list)
+    # Reasons (agent/ranking/evidence.py): the catalogue and co-occurrence counts a reason cites and is checked
+    # against (an `evidence.ReasonData`); None = this request's own items, no co-watch evidence.
+    reason_data: Any = None

@@ -245,9 +245,10 @@ class ScoringRanker(BatchedRanker):
         return out
 
     def finalize_picks(
-        self, req: RankRequest, picks: Picks, reasons: dict[str, str] | None = None, raw: str | None = None
-    ) -> Recommendations:
-        rec = self.finalize(req, picks.parsed, raw, picks.timings, picks.scores, reasons=reasons)
+        self, req: RankRequest, picks: Picks, reasons: dict[str, str] | None = None, raw: str | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> Recommendations:  # fmt: skip
+        rec = self.finalize(req, picks.parsed, raw, picks.timings, picks.scores, reasons=reasons, evidence=evidence)
         rec.confidence = picks.confidence
         return rec
 
