@@ -13,6 +13,7 @@ sources, and `notes` says so (the CLI prints it).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -105,6 +106,26 @@ def _sequence_model(seqs: Mapping[str, Sequence[str]], config: AgentConfig, trai
     return model
 
 
+_RANKS: OrderedDict[tuple[int, tuple[str, ...], str | None], dict[str, dict[str, int]]] = OrderedDict()
+_RANKS_MAX = 4096  # (source, history, query) -> ranks: every row of an evaluation asks for the same lists
+
+
+def _source_ranks(source: FusedSource, history: list[str], query: str | None) -> dict[str, dict[str, int]]:
+    """Item -> {source name: 1-based rank} over each source's top `depth`, cached per (source, history, query)."""
+    key = (id(source), tuple(history), query)
+    if key in _RANKS:
+        _RANKS.move_to_end(key)
+        return _RANKS[key]
+    ranks: dict[str, dict[str, int]] = {}
+    for name, cands in source.collect(history, source.depth, query=query).items():
+        for r, c in enumerate(cands, start=1):
+            ranks.setdefault(c.item_id, {}).setdefault(name, r)
+    _RANKS[key] = ranks
+    if len(_RANKS) > _RANKS_MAX:
+        _RANKS.popitem(last=False)
+    return ranks
+
+
 def ranking_features(
     source: CandidateSource,
     history: list[str],
@@ -126,11 +147,7 @@ def ranking_features(
         scale = source.k if source.method == "rrf" else 1.0
         fused = {c.item_id: scale * c.score for c in known}
     else:
-        lists = source.collect(history, source.depth, query=query)
-        ranks = {}
-        for name, cands in lists.items():
-            for r, c in enumerate(cands, start=1):
-                ranks.setdefault(c.item_id, {}).setdefault(name, r)
+        ranks = _source_ranks(source, history, query)
     out = []
     for item in candidates:
         terms = {
