@@ -4,9 +4,11 @@ The default model is SmolLM2-135M-Instruct, shipped as a GGUF inside the `llm-sm
 (this works offline). transformers can read GGUF, but de-quantising takes ~20 s and the resulting
 model cannot `save_pretrained`, so the first run rebuilds it from its config + state dict and caches
 a plain safetensors folder under `reasonrec.paths.models_dir()`; later runs load that in ~1 s.
+The folder holds the weights in the dtype they run in (bf16 where the CPU has bf16 units), so a load
+reads half the bytes and casts nothing (f32 -> bf16 at every start cost 0.6-2.6 s on the 2-core CPU).
 
-The cache entry of a GGUF is named by `cache_key`: the file's SHA-256 and the transformers version,
-never its name alone, so two different `model.gguf` files are two entries; a folder whose recorded
+The cache entry of a GGUF is named by `cache_key`: the file's SHA-256, the transformers version and
+the dtype, never its name alone, so two different `model.gguf` files are two entries; a folder whose recorded
 source does not match (or that lacks its weights) is rebuilt, never loaded.
 """
 
@@ -90,13 +92,14 @@ def packaged_gguf() -> Path:
     return path
 
 
-def convert_gguf(gguf: Path, out_dir: Path) -> Path:
+def convert_gguf(gguf: Path, out_dir: Path, dtype: str = "float32") -> Path:
     """Convert a GGUF checkpoint into a plain HF folder (safetensors), atomically.
 
     Why the rebuild: a GGUF-loaded model carries a `quantization_config` that makes `save_pretrained`
     fail; a fresh model from the same config with the de-quantised state dict saves normally.
     Why atomic: a run killed mid-way must not leave a half-written folder that later runs trust.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to an HF folder (once; later runs reuse %s)", gguf.name, out_dir)
@@ -107,13 +110,14 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
         del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config)
     fresh.load_state_dict(src.state_dict())
+    fresh.to(getattr(torch, dtype))  # the cast every load would otherwise repeat
     fresh.generation_config = src.generation_config
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
     try:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / SOURCE_RECORD).write_text(json.dumps(source_record(gguf), indent=1))
+        (tmp / SOURCE_RECORD).write_text(json.dumps(source_record(gguf, dtype), indent=1))
         if out_dir.exists():  # another process finished first: keep theirs
             shutil.rmtree(tmp)
         else:
@@ -137,8 +141,11 @@ def file_sha256(path: Path) -> str:
     return _DIGESTS[key]
 
 
-def source_record(gguf: Path) -> dict[str, Any]:
-    """What a converted folder records about its source; `cache_key` and the load check read it."""
+def source_record(gguf: Path, dtype: str | None = None) -> dict[str, Any]:
+    """What a converted folder records about its source; `cache_key` and the load check read it.
+
+    `dtype`: of the stored weights ("bfloat16", "float32", ...); None = what the default config runs in.
+    """
     import transformers
 
     return {
@@ -146,7 +153,13 @@ def source_record(gguf: Path) -> dict[str, Any]:
         "size": gguf.stat().st_size,
         "sha256": file_sha256(gguf),
         "transformers": transformers.__version__,
+        "dtype": dtype or default_dtype(),
     }
+
+
+def default_dtype() -> str:
+    """The dtype `model.dtype: auto` runs in on this machine (the default config's)."""
+    return str(pick_device_dtype(ModelConfig())[1]).removeprefix("torch.")
 
 
 def cache_key(record: dict[str, Any]) -> str:
@@ -155,23 +168,24 @@ def cache_key(record: dict[str, Any]) -> str:
     The one place that decides what makes two conversions the same; add a field (e.g. a dtype) here.
     """
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(record["gguf"]).stem)[:60] or "model"
-    return f"{stem}-{record['sha256'][:16]}-tf{record['transformers']}"
+    return f"{stem}-{record['sha256'][:16]}-tf{record['transformers']}-{record['dtype']}"
 
 
-def converted(gguf: Path) -> Path:
-    """The verified HF folder of `gguf`, converting it first when there is none (or a bad one).
+def converted(gguf: Path, dtype: str | None = None) -> Path:
+    """The verified HF folder of `gguf` with weights in `dtype` (None = the default config's), converting
+    it first when there is none (or a bad one).
 
     Raises:
         ModelError: the GGUF cannot be read or converted.
     """
-    want = source_record(gguf)
+    want = source_record(gguf, dtype)
     out = models_dir() / cache_key(want)
     if out.exists() and not _matches(out, want):
         log.warning("cached conversion %s does not match %s; rebuilding it", out.name, gguf.name)
         shutil.rmtree(out, ignore_errors=True)
     if not out.exists():
         try:
-            convert_gguf(gguf, out)
+            convert_gguf(gguf, out, want["dtype"])
         except Exception as e:  # a corrupt or foreign file fails in many ways inside transformers/gguf
             raise ModelError(f"cannot convert GGUF file {gguf.name!r}: {type(e).__name__}: {e}") from e
     if not _matches(out, want):
@@ -189,19 +203,21 @@ def _matches(folder: Path, want: dict[str, Any]) -> bool:
     return got == want and weights and (folder / "config.json").is_file()
 
 
-def resolve_model_path(name_or_path: str) -> tuple[str, str]:
+def resolve_model_path(name_or_path: str, dtype: str | None = None) -> tuple[str, str]:
     """Map a config value to (what to pass to from_pretrained, the id results record).
+
+    `dtype`: the dtype a GGUF's conversion is cached in (None = the default config's).
 
     Raises:
         ModelError: a local path that does not exist, or a GGUF that cannot be converted.
     """
     if name_or_path == DEFAULT_MODEL:
-        return str(converted(packaged_gguf())), "SmolLM2-135M-Instruct"
+        return str(converted(packaged_gguf(), dtype)), "SmolLM2-135M-Instruct"
     p = Path(name_or_path).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ModelError(f"GGUF file {str(p)!r} does not exist")
-        return str(converted(p)), p.stem
+        return str(converted(p, dtype)), p.stem
     looks_local = name_or_path.startswith((".", "/", "~")) or p.exists()
     if looks_local and not (p / "config.json").is_file():
         raise ModelError(f"model folder {str(p)!r} has no config.json (expected an HF model folder)")
@@ -245,8 +261,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path, model_id = resolve_model_path(cfg.name_or_path)
     device, dtype = pick_device_dtype(cfg)
+    path, model_id = resolve_model_path(cfg.name_or_path, str(dtype).removeprefix("torch."))
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
