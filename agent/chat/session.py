@@ -152,11 +152,18 @@ class ChatSession:
         answer from the same old state (the later save would drop the earlier turn).
         """
         key = (str(self.store.path), self.id)
-        with _LOCKS_GUARD:
-            lock = _LOCKS.setdefault(key, threading.Lock())
-        with lock:
-            self._state = self.store.load(self.id)
-            yield
+        with _LOCKS_GUARD:  # a lock lives while a turn of its session holds or waits for it, then goes
+            entry = _LOCKS.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                self._state = self.store.load(self.id)
+                yield
+        finally:
+            with _LOCKS_GUARD:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del _LOCKS[key]
 
     def _apply(self, state: SessionState, act: DialogueAct, notes: list[str]) -> None:
         c = state.constraints
@@ -392,7 +399,8 @@ def open_session(
 
 
 _CATALOGUES: dict[int, tuple[Any, TitleIndex, list[str], list[int]]] = {}
-_LOCKS: dict[tuple[str, str], threading.Lock] = {}  # (store path, session id) -> turn lock
+# (store path, session id) -> [turn lock, turns holding or waiting for it]; emptied as turns end
+_LOCKS: dict[tuple[str, str], list[Any]] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
