@@ -14,43 +14,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from reasonrec.agent.candidates import ranking_features
 from reasonrec.agent.config import AgentConfig
+from reasonrec.agent.inputs import check_argument_types, check_collection, fit_prompt_history, load_dataset_spec
 from reasonrec.agent.model.loading import LoadedModel
 from reasonrec.agent.ranking.registry import Ranker, make_ranker
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendations
+from reasonrec.agent.timing import SetupClock, split_timings
 from reasonrec.errors import ConfigError, DataError, NotEnoughItemsError, UnknownItemError
 from reasonrec.retrieval.candidates import CandidateSource
 from reasonrec.retrieval.types import Dataset, Item
 
+if TYPE_CHECKING:  # typing only: importing the chat or the store here would load them on every agent
+    from reasonrec.agent.chat.session import ChatSession
+    from reasonrec.agent.chat.store import SessionStore
+    from reasonrec.retrieval.store import UpsertReport
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-
-
-def load_dataset_spec(spec: str) -> Dataset:
-    """'ml-100k' | a GroupLens ml-100k folder | 'catalogue.csv,interactions.csv'.
-
-    Raises:
-        DataError: the files are missing or malformed.
-    """
-    from reasonrec.retrieval import loaders
-
-    if spec == "ml-100k":
-        return loaders.load_ml100k()
-    if "," in spec:
-        cat, inter = (s.strip() for s in spec.split(",", 1))
-        return loaders.load_dataset(cat, inter, name=Path(cat).stem)
-    if Path(spec).is_dir():
-        return loaders.load_ml100k(spec)
-    raise DataError(
-        f"`dataset` must be 'ml-100k', a GroupLens ml-100k folder, or 'catalogue.csv,interactions.csv'; got {spec!r}"
-    )
 
 
 class RecommenderAgent:
@@ -81,12 +67,14 @@ class RecommenderAgent:
         self._reasons: Any = None  # evidence.ReasonData for `_reasons_for` (the candidate source it reads)
         self._reasons_for: Any = None
         self.notes: list[str] = []  # what the agent could not do as configured (shown by the CLI)
+        self.setup_clock = SetupClock()  # lazy builds, reported as `setup_ms`, never as request latency
 
     # ---- lazily built components -------------------------------------------------------------
     @property
     def dataset(self) -> Dataset:
         if self._dataset is None:
-            self._set_dataset(load_dataset_spec(self.config.dataset))
+            with self.setup_clock.measure():
+                self._set_dataset(load_dataset_spec(self.config.dataset))
         return self._dataset
 
     def _set_dataset(self, dataset: Dataset) -> None:
@@ -103,7 +91,7 @@ class RecommenderAgent:
 
     def index(
         self, progress: Progress | None = None, train: bool = True, train_progress: Progress | None = None
-    ) -> Any:
+    ) -> UpsertReport:
         """Embed the catalogue into Chroma (only new or changed items) and, with `train`, train the
         collaborative model for these interactions if it is not cached yet (minutes on a CPU; retrained
         only when the interactions or its settings change). Returns the text store's UpsertReport."""
@@ -120,7 +108,8 @@ class RecommenderAgent:
     def candidate_source(self) -> CandidateSource:
         """The injected source, else the fused collaborative + co-occurrence + semantic source (built once)."""
         if self._generator is None:
-            self._generator = self._fused_source(train=None)
+            with self.setup_clock.measure():
+                self._generator = self._fused_source(train=None)
         return self._generator
 
     def _fused_source(self, train: bool | None, progress: Progress | None = None) -> CandidateSource:
@@ -137,28 +126,33 @@ class RecommenderAgent:
         from reasonrec.retrieval.store import ItemStore
 
         rc = self.config.retrieval
-        embedder = Embedder(rc.embedding_model, device=rc.device, batch_size=rc.batch_size)
-        if self._store is None:
-            self._store = ItemStore(rc, embedder)
-        if self._store.count() < len(self.items):
-            log.info("indexing %d catalogue items on first use", len(self.items) - self._store.count())
-            self._store.upsert(self.items.values())
-        _check_collection(self._store, self.items, rc.collection, self.dataset.name)
-        return CandidateGenerator(self._store, embedder, self.items, rc)
+        with self.setup_clock.measure():  # built lazily inside the first request's retrieval
+            # The embedder loads MiniLM only when text must be embedded (a query, an unindexed item).
+            embedder = Embedder(rc.embedding_model, device=rc.device, batch_size=rc.batch_size)
+            if self._store is None:
+                self._store = ItemStore(rc, embedder)
+            stored = self._store.count()
+            if stored < len(self.items):
+                log.info("indexing %d catalogue items on first use", len(self.items) - stored)
+                self._store.upsert(self.items.values())
+            check_collection(self._store, self.items, rc.collection, self.dataset.name)
+            return CandidateGenerator(self._store, embedder, self.items, rc)
 
     @property
     def model(self) -> LoadedModel:
         if self._model is None:
             from reasonrec.agent.model.loading import load_model
 
-            self._model = load_model(self.config.model)
+            with self.setup_clock.measure():
+                self._model = load_model(self.config.model)
         return self._model
 
     @property
     def ranker(self) -> Ranker:
         """The ranker for `config.ranker.mode` (generative, scoring or hybrid), built once."""
         if self._ranker is None:
-            self._ranker = make_ranker(self.model, self.config)
+            with self.setup_clock.measure():
+                self._ranker = make_ranker(self.model, self.config)
         return self._ranker
 
     # ---- public verbs: validate -> call -> transform -----------------------------------------
@@ -201,7 +195,7 @@ class RecommenderAgent:
     ) -> list[Recommendations]:
         """`recommend` for many users with batched model calls."""
         k = self._check_k(k)
-        _check_argument_types(user_ids, histories, queries, exclude)
+        check_argument_types(user_ids, histories, queries, exclude)
         n = len(user_ids)
         histories = list(histories) if histories is not None else [None] * n
         queries = list(queries) if queries is not None else [None] * n
@@ -209,7 +203,7 @@ class RecommenderAgent:
             raise ConfigError("`user_ids`, `histories` and `queries` must have the same length")
         reqs = []
         for uid, hist, q in zip(user_ids, histories, queries, strict=True):
-            t0 = time.perf_counter()
+            t0, setup0 = time.perf_counter(), self.setup_clock.ms
             hist_ids = self._resolve_history(uid, hist, q)
             n_cand = max(self.config.retrieval.n_candidates, k)
             source = self.candidate_source
@@ -223,13 +217,14 @@ class RecommenderAgent:
             req = self._request(hist_ids, [c.item_id for c in cands], k, q, uid)
             req.retrieval_scores = [c.score for c in cands]
             req.features = ranking_features(source, hist_ids, [c.item_id for c in cands], q, known=cands)
-            req_ms = (time.perf_counter() - t0) * 1000
-            reqs.append((req, req_ms))
+            # Lazy builds inside this window (dataset, model, store) are set-up, not this request's latency.
+            req_ms = (time.perf_counter() - t0) * 1000 - (self.setup_clock.ms - setup0)
+            reqs.append((req, max(req_ms, 0.0)))
         return self._run([r for r, _ in reqs], [ms for _, ms in reqs], progress)
 
     def chat_session(
-        self, session_id: str | None = None, user_id: str | None = None, store: Any = None
-    ) -> Any:
+        self, session_id: str | None = None, user_id: str | None = None, store: SessionStore | None = None
+    ) -> ChatSession:
         """Start (or, with `session_id`, continue) a conversation: `.send(text) -> ChatTurn`.
 
         Args:
@@ -303,7 +298,8 @@ class RecommenderAgent:
             raise UnknownItemError(f"unknown item id(s) {missing[:5]} (not in catalogue {self.dataset.name!r})")
         if len(set(cands)) != len(cands):
             raise ConfigError("candidate ids must be distinct")
-        history = self._fit_history([self.items[i] for i in hist], [self.items[i] for i in cands], k, query)
+        history_items, cand_items = [self.items[i] for i in hist], [self.items[i] for i in cands]
+        history = fit_prompt_history(self.model, self.config, self.ranker.prompter, history_items, cand_items, k, query)
         return RankRequest(
             history=history,
             candidates=[self.items[i] for i in cands],
@@ -312,46 +308,15 @@ class RecommenderAgent:
             user_id=None if uid is None else str(uid),
         )
 
-    def _fit_history(self, history: list[Item], cands: list[Item], k: int, query: str | None) -> list[Item]:
-        """Drop the oldest history items when a prompt would not fit in the model's context."""
-        from reasonrec.prompts.budget import context_limit, fit_history
-        from reasonrec.prompts.loader import default_labels, render_rank_messages, render_reason_messages
-
-        lm = self.model
-        limit = context_limit(
-            getattr(lm.tokenizer, "model_max_length", None),
-            getattr(getattr(lm.model, "config", None), "max_position_embeddings", None),
-        )
-        if limit is None:
-            return history
-        rc, pc = self.config.ranker, self.config.prompt
-        tok = lm.tokenizer
-
-        def count(messages: list[dict[str, str]]) -> int:
-            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            return len(tok(text, add_special_tokens=False)["input_ids"]) + 1  # + the "[" prefill
-
-        pairs = list(zip(default_labels(len(cands)), cands, strict=True))
-        # Room for the answer, as the prompter budgets it for decoding (one definition of both).
-        answer = self.ranker.prompter.answer_tokens(k) if rc.mode == "generative" else 0
-        n = fit_history(
-            history, lambda h: render_rank_messages(h, pairs, k, query, pc), count, limit - answer - 16, pc.max_history
-        )
-        if rc.mode == "hybrid":  # its reason prompts list genres on every history line: longer per item
-            longest = max(cands, key=lambda it: len(it.title) + len(it.description[: pc.max_description_chars]))
-            reason = self.ranker.prompter.reason_tokens()
-            reason_prompt = lambda h: render_reason_messages(h, longest, query, pc)  # noqa: E731
-            n = fit_history(history, reason_prompt, count, limit - reason - 16, n)  # at most n
-        return history if n == min(len(history), pc.max_history) else history[len(history) - n :]
-
     def _run(self, reqs: list[RankRequest], extra_ms: list[float], progress: Progress | None) -> list[Recommendations]:
         data = self._reason_data()
         for req in reqs:  # reasons cite and are checked against the catalogue and co-watch counts (evidence.py)
             req.reason_data = data
-        out = self.ranker.rank(reqs, progress=progress)
+        ranker = self.ranker
+        setup_ms = self.setup_clock.take()
+        out = ranker.rank(reqs, progress=progress)
         for rec, ms in zip(out, extra_ms, strict=True):
-            rec.timings["retrieval_ms"] = ms
-            rec.timings["total"] += ms
+            split_timings(rec.timings, ms, setup_ms)
         return out
 
     def _reason_data(self) -> Any:
@@ -360,36 +325,8 @@ class RecommenderAgent:
 
         source = self.candidate_source
         if self._reasons_for is not source:
-            self._reasons_for, self._reasons = source, ReasonData.from_source(self.items, source)
+            with self.setup_clock.measure():
+                self._reasons_for, self._reasons = source, ReasonData.from_source(self.items, source)
         return self._reasons
 
 
-def _check_collection(store: Any, items: dict[str, Item], collection: str, dataset: str) -> None:
-    """A collection holding ids the catalogue lacks was indexed from another catalogue: say so, by name."""
-    stray = [i for i in store.ids() if i not in items]
-    if stray:  # a ConfigError, not a DataError: the fused source skips a source that raises DataError
-        raise ConfigError(
-            f"the Chroma collection {collection!r} holds {len(stray)} item id(s) that catalogue {dataset!r} lacks "
-            f"(e.g. {stray[:3]}): it was indexed from another catalogue; set `retrieval.collection` to a name "
-            "of its own for this catalogue (or delete that collection)"
-        )
-
-
-def _check_argument_types(user_ids: Any, histories: Any, queries: Any, exclude: Any) -> None:
-    """Reject wrong types up front: a string where a list belongs would be read character by character."""
-    if isinstance(user_ids, str | bytes) or not isinstance(user_ids, Sequence):
-        raise ConfigError(f"`user_ids` must be a list of user ids, got {type(user_ids).__name__} {user_ids!r}")
-    for uid in user_ids:
-        if uid is not None and (isinstance(uid, bool) or not isinstance(uid, str | int)):
-            raise ConfigError(f"a user id must be a str or an int, got {type(uid).__name__} {uid!r}")
-    for hist in histories or ():
-        if hist is not None and (isinstance(hist, str | bytes) or not isinstance(hist, Sequence)):
-            raise ConfigError(
-                f"`history` must be a list of item ids, oldest first, got {type(hist).__name__} {hist!r}"
-                + (f"; split it: {hist.split(',')!r}" if isinstance(hist, str) else "")
-            )
-    for q in queries or ():
-        if q is not None and not isinstance(q, str):
-            raise ConfigError(f"`query` must be a string or None, got {type(q).__name__} {q!r}")
-    if isinstance(exclude, str | bytes) or not isinstance(exclude, Iterable):
-        raise ConfigError(f"`exclude` must be a list of item ids, got {type(exclude).__name__} {exclude!r}")
