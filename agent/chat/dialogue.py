@@ -1,69 +1,51 @@
-"""Dialogue understanding for chat: deterministic parsing of one user message into a `DialogueAct`.
+"""Dialogue understanding for chat: one user message -> a `DialogueAct` (what the message asks for).
 
-Rules first, because on a 135M model they are far more reliable than asking the LM: genre words and
-synonyms ("funny" -> Comedy), negations ("no horror"), decades and year bounds ("80s", "before 1990",
-"something older"), list length ("top 3", "shorter list"), critiques of the last answer ("not that
-one", "not the second", "not Alien"), references to catalogue items ("more like Alien", resolved by
-`TitleIndex`) and picks from a clarifying question ("the first one", "1986"). Whatever content words
-remain become the free-text `query` that retrieval and the prompt receive; that is where the LM helps.
+Rules first, because on a 135M model they are far more reliable than asking the LM. The readers run in
+an order that keeps each phrase with the reader that owns it, and blank out what they used
+(`message.Message`), so nothing is read twice:
 
-Nothing here touches the model or the store directly: title look-up takes an optional `search`
-callable (the Chroma text query) as its last resort.
+1. the language (`language`): a message that is not English gets what its genre words, decades and
+   list lengths allow, and the reply says only English is fully understood;
+2. critiques of the last answer: "not that one", "not the second", "more like the second one";
+3. titles ("more like Termnator 2", "not Heat", "I loved Se7en"), resolved by `TitleIndex`, before
+   any number is read, so "Die Hard 2" keeps its 2;
+4. numbers (`numbers`): ages, running times and head counts first, then the list length;
+5. years (`years`): negated bounds ("nothing before 1990"), ranges, bounds, decades, "older"/"newer";
+6. genres and moods (`moods`), with negation scope, plus the embedder's guess for mood-like words no
+   rule knows (`MoodGuesser`, only when the caller passes one).
+
+Whatever content words remain become the free-text `query` that retrieval and the prompt receive.
+Nothing here touches the model or the store: title look-up takes an optional `search` callable (the
+Chroma text query) as its last resort, and mood guessing an optional `MoodGuesser`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from reasonrec.agent.chat.language import NAMES, NEGATION, detect_language, foreign_decade, foreign_k, foreign_lexicon
+from reasonrec.agent.chat.message import Message
+from reasonrec.agent.chat.moods import MoodGuesser, genre_lexicon, mood_candidates, read_genres
+from reasonrec.agent.chat.numbers import read_numbers
 from reasonrec.agent.chat.titles import POSITION, ItemRef, TitleIndex, TitleMatch, clause, pick_option, position_index
-from reasonrec.text import GENRE_SYNONYMS
+from reasonrec.agent.chat.years import YearReading, read_years
 
 __all__ = ["DialogueAct", "ItemRef", "TitleIndex", "TitleMatch", "parse_message", "pick_option"]
 
-
-_PAIRS = {"rom-com": ("Romance", "Comedy"), "romcom": ("Romance", "Comedy"), "romantic comedy": ("Romance", "Comedy")}
-_NEGATION = re.compile(
-    r"\b(?:no|not|without|nothing|none|exclude|excluding|except|skip|avoid|hate|less|minus|never|"
-    r"(?:don't|dont|do not) (?:want|like|need)|(?:isn't|isnt|aren't|arent))\b(?:\s+\w+){0,2}\s*$"
-)
-_ADDITIVE = re.compile(r"\b(?:also|too|as well|plus|additionally|and also|add)\b")
-_CLAUSE = re.compile(r"[.,;!?]|\bbut\b|\binstead\b")
-_NUM_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
-_NOUNS = r"(?:movies?|films?|titles?|items?|picks?|recommendations?|suggestions?|options?|results?|ones)"
-_NUM = r"(\d{1,2}|" + "|".join(list(_NUM_WORDS)[2:]) + r")"
-_K_PATTERNS = (
-    re.compile(rf"\b(?:top|just|only|give me|show me|list|list of|best)\s+{_NUM}\b(?:\s+{_NOUNS})?"),
-    re.compile(rf"\b{_NUM}\s+(?:more\s+|other\s+|good\s+|great\s+)?{_NOUNS}\b"),
-    re.compile(rf"\b{_NUM}(?=\s+[a-z][a-z'-]*(?:s|ies)\b)"),  # "3 westerns", "two comedies"
-)
-_SHORTER = re.compile(r"\b(?:shorter|smaller|fewer|less (?:items|movies|films|options))(?:\s+(?:list|please))?\b")
-_LONGER = re.compile(r"\b(?:longer|bigger|larger)(?:\s+list)?\b|\bmore (?:options|items|results|choices)\b")
 _MORE = re.compile(r"\b(?:more|others?|something else|anything else|different ones?|next|again)\b")
 _RESET = re.compile(r"\b(?:start over|reset|clear (?:everything|all|the filters?)|forget (?:it|everything|that))\b")
-_ANY_YEAR = re.compile(
-    r"\b(?:any (?:year|decade|era|time)|(?:don't|dont|do not) care (?:about|for) the (?:year|decade))\b"
-)
-_DECADE_WORDS = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,
-                 "seventies": 1970, "eighties": 1980, "nineties": 1990, "noughties": 2000}  # fmt: skip
-_DECADE = re.compile(
-    r"\b(?:(early|mid|late)[\s-]+)?(?:the\s+)?(?:(1[89]|20)?(\d)0'?s|'(\d)0s|(" + "|".join(_DECADE_WORDS) + r"))\b"
-)
-_YEAR = r"((?:18|19|20)\d\d)"
-_RANGE = re.compile(rf"\b(?:between|from)\s+{_YEAR}\s+(?:and|to|-|until)\s+{_YEAR}\b|\b{_YEAR}\s*(?:-|to)\s*{_YEAR}\b")
-_BOUND = re.compile(
-    rf"\b(before|earlier than|older than|pre-?|until|up to|by|after|later than|newer than|since|post-?|from)\s*{_YEAR}"
-    r"(?:\s+(?:on|onwards?|or later|or earlier))?\b"
-)
-_BARE_YEAR = re.compile(rf"\b(?:in|of|from)?\s*{_YEAR}\b")
-_OLDER = re.compile(r"\b(?:older|earlier|less recent|classics?|old(?:er)? ones|vintage)\b")
-_NEWER = re.compile(r"\b(?:newer|more recent|recent|latest|modern|new(?:er)? ones)\b")
+_NOT_A = re.compile(r"\bnot (?:a |much of a |really a |the biggest |a big )?$")
+_NOT_SEEN = re.compile(r"\b(?:haven't|have not|havent|never|not)\s+(?:yet\s+)?$")
 _REJECT_CUE = re.compile(
     r"\b(?:not|no|drop|remove|skip|hide|without|hate|hated|dislike|disliked|(?:didn't|did not) like|"
     r"(?:don't|do not) (?:like|want)|seen|already (?:saw|seen|watched)|watched)\s+$"
 )
-_LIKE_CUE = re.compile(r"\b(?:liked?|loved?|enjoyed|great|perfect|(?:yes|yeah),?|keep)\s+$")
+_LIKE_CUE = re.compile(
+    r"\b(?:(?:more|something|anything|stuff)\s+like|liked?|loved?|enjoyed|great|perfect|(?:yes|yeah),?|keep)\s+$"
+)
 _THAT_ONE = re.compile(r"\b(?:not|no|drop|skip|remove)\s+(?:that|this|the top|the first)(?:\s+one)?\b")
 _TITLE_REF = re.compile(
     r"\b(?:(more|something|anything|movies?|films?|stuff|ones?)\s+)?"
@@ -82,6 +64,7 @@ _STOP = frozenset(
     kind sort type watch watching see let's lets tonight today now again instead actually ok okay thanks thank
     yes no not what how about can could should there here list shorter longer top other others else different
     new era years year decade s first second third fourth fifth sixth seventh eighth ninth tenth last
+    old fine surprise whatever anyway something's have has got made released
     """.split()
 )
 
@@ -96,18 +79,22 @@ class TitleRef:
 
 @dataclass
 class DialogueAct:
-    """Everything one message says; `chat.ChatSession` applies it to the session state."""
+    """Everything one message says; `session.ChatSession` applies it to the session state."""
 
     genres: list[str] = field(default_factory=list)
     excluded_genres: list[str] = field(default_factory=list)
     additive: bool = False  # "also funny": add genres instead of replacing the required ones
+    guessed_genres: dict[str, str] = field(default_factory=dict)  # word -> genre, the embedder's guess
     year_min: int | None = None
     year_max: int | None = None
     years_given: bool = False
     clear_years: bool = False
-    relative: str | None = None  # "older" | "newer": relative to the last answer's years
+    relative: str | None = None  # "older" | "newer": one step from the last answer's years
     k: int | None = None
     k_change: str | None = None  # "shorter" | "longer"
+    age: int | None = None  # "I'm 12": read so that it is not a list length
+    unsupported: list[str] = field(default_factory=list)  # asked for, not in the catalogue ("running time")
+    language: str | None = None  # not English: a code ("es") or a script name ("Cyrillic")
     rejected_positions: list[int] = field(default_factory=list)  # 0-based, into the last answer
     liked_positions: list[int] = field(default_factory=list)
     titles: list[TitleRef] = field(default_factory=list)
@@ -127,27 +114,13 @@ class DialogueAct:
             self.changes_constraints() or self.more
         )
 
+    def understood_anything(self) -> bool:
+        return self.changes_constraints() or bool(
+            self.rejected_positions or self.k or self.k_change or self.more or self.age or self.unsupported
+        )
 
-class _Text:
-    """The lowercased message with consumed spans blanked out, so no phrase is read twice.
-
-    `control` marks the spans that steer the dialogue (critiques, list length, titles); the rest of the
-    message, genre and year words included, is what the user wants and becomes the free-text query.
-    """
-
-    def __init__(self, text: str):
-        self.raw = " ".join(text.replace("\u2019", "'").split())
-        # Per character, so offsets in `s` stay offsets in `raw` ("İ".lower() is two characters).
-        self.s = "".join(c.lower() if len(c.lower()) == 1 else c for c in self.raw)
-        self.control = [False] * len(self.raw)
-
-    def take(self, start: int, end: int, control: bool = True) -> None:
-        self.s = self.s[:start] + " " * (end - start) + self.s[end:]
-        if control:
-            self.control[start:end] = [True] * (end - start)
-
-    def finditer(self, pattern: re.Pattern[str]) -> list[re.Match[str]]:
-        return list(pattern.finditer(self.s))
+    def year_reading(self) -> YearReading:
+        return YearReading(self.year_min, self.year_max, self.years_given, self.clear_years, self.relative)
 
 
 def parse_message(
@@ -156,6 +129,7 @@ def parse_message(
     titles: TitleIndex,
     last_titles: Sequence[str] = (),
     search: Callable[[str, int], list[str]] | None = None,
+    moods: MoodGuesser | None = None,
 ) -> DialogueAct:
     """Read one user message.
 
@@ -165,173 +139,139 @@ def parse_message(
         titles: the catalogue's title index.
         last_titles: titles of the last answer, in rank order ("not the second", "not Alien").
         search: optional `search(text, n) -> item ids` (Chroma text query) for titles no rule finds.
+        moods: optional embedder-backed guesser for mood words no rule knows ("eerie" -> Horror).
 
     Returns:
         The act; empty when the message says nothing recognisable (the caller treats it as "more").
     """
-    t, act = _Text(text), DialogueAct()
-    for m in t.finditer(_RESET):
+    m, act = Message(text), DialogueAct()
+    act.language = detect_language(m.raw)
+    if act.language is not None:
+        return _parse_foreign(m, act, genres)
+    for hit in m.finditer(_RESET):
         act.reset = True
-        t.take(m.start(), m.end())
-    _read_positions(t, act, len(last_titles))
-    _read_titles(t, act, titles, last_titles, search)
-    _read_k(t, act)
-    _read_years(t, act)
-    _read_genres(t, act, genres)
-    act.more = bool(t.finditer(_MORE)) and not act.k_change
-    words = [w for w in _WORD.findall(t.s) if w not in _STOP and not w.isdigit()]
-    if words:
-        act.query = _query_text(t)
+        m.take(hit.start(), hit.end())
+    _read_positions(m, act, len(last_titles))
+    _read_titles(m, act, titles, last_titles, search)
+    lexicon = genre_lexicon(genres)
+    numbers = read_numbers(m, [p for p, _ in lexicon])
+    act.k, act.k_change, act.age, act.unsupported = numbers.k, numbers.k_change, numbers.age, numbers.unsupported
+    _set_years(act, read_years(m))
+    if moods is not None:
+        known = {p for p, _ in lexicon}
+        act.guessed_genres = moods.guess(w for w in mood_candidates(m, _STOP) if w not in known)
+        lexicon = genre_lexicon(genres, {w: (g,) for w, g in act.guessed_genres.items()})
+    _set_genres(act, read_genres(m, lexicon))
+    act.more = bool(m.finditer(_MORE)) and not act.k_change
+    if any(w not in _STOP and not w.isdigit() for w in _WORD.findall(m.s)):
+        act.query = m.remainder()
     return act
 
 
-# --- readers; each blanks out what it used -------------------------------------------------------------------
+def _parse_foreign(m: Message, act: DialogueAct, genres: Sequence[str]) -> DialogueAct:
+    """What a message in another language allows: genre words, negations, decades, years, list length.
+
+    No query: MiniLM and the prompt are English, and a foreign sentence would only add noise.
+    """
+    if act.language in NAMES:
+        _set_genres(act, read_genres(m, genre_lexicon(genres, foreign_lexicon()), negation=NEGATION))
+    decade = foreign_decade(m.s)
+    reading = read_years(m)
+    if decade is not None:
+        reading.year_min, reading.year_max, reading.given = decade[0], decade[1], True
+    reading.relative = None  # English relative words in a foreign sentence are accidents ("modern")
+    _set_years(act, reading)
+    act.k = foreign_k(m.s)
+    return act
+
+
+def _set_years(act: DialogueAct, r: YearReading) -> None:
+    act.year_min, act.year_max, act.years_given, act.clear_years, act.relative = (
+        r.year_min, r.year_max, r.given, r.clear, r.relative
+    )  # fmt: skip
+
+
+def _set_genres(act: DialogueAct, g: object) -> None:
+    act.genres, act.excluded_genres, act.additive = g.genres, g.excluded, g.additive  # type: ignore[attr-defined]
+
+
+# --- readers of critiques and titles; each blanks out what it used --------------------------------------------
 
 
 def _read_titles(
-    t: _Text, act: DialogueAct, titles: TitleIndex, last: Sequence[str], search: Callable[[str, int], list[str]] | None
+    m: Message,
+    act: DialogueAct,
+    titles: TitleIndex,
+    last: Sequence[str],
+    search: Callable[[str, int], list[str]] | None,
 ) -> None:
     last_index = TitleIndex.from_refs([ItemRef(item_id=str(i), title=x) for i, x in enumerate(last)]) if last else None
-    for m in t.finditer(_TITLE_REF):
-        if m.group(2) and not m.group(1) and _WANT_LIKE.search(t.s[: m.start()]):
+    for cue in m.finditer(_TITLE_REF):
+        before = m.s[: cue.start()]
+        if cue.group(2) and not cue.group(1) and _WANT_LIKE.search(before):
             continue  # "I'd like a comedy", "I like westerns": a preference, not a title
-        polarity = "dislike" if m.group(4) else "like"
-        rest = t.s[m.end() :]
+        if cue.group(4) == "seen" and _NOT_SEEN.search(before):
+            continue  # "I haven't seen Heat" is no rejection
+        polarity = "dislike" if cue.group(4) or (cue.group(3) == "fan of" and _NOT_A.search(before)) else "like"
+        rest = m.s[cue.end() :]
         if last_index is not None and polarity == "dislike":  # "not Heat" names an item of the last answer
             in_last = last_index.resolve_prefix(rest) or last_index.resolve_prefix(rest, fuzzy=True)
             in_catalogue = titles.resolve_prefix(rest)
             # The longer reading wins: "not alien 3" is Alien 3, even when the last answer holds Alien.
             if in_last is not None and (in_catalogue is None or in_last[1] >= in_catalogue[1]):
                 act.rejected_positions.append(int(in_last[0].options[0].item_id))
-                t.take(m.start(), m.end() + in_last[1])
+                m.take(cue.start(), cue.end() + in_last[1])
                 continue
         # "more like X", "similar to X", "I loved X" surely name a title: fuzzy matching and search may help.
-        explicit = bool(m.group(1) or m.group(3) or (m.group(2) or "like") != "like")
+        explicit = bool(cue.group(1) or cue.group(3) or (cue.group(2) or "like") != "like")
         hit = titles.resolve_prefix(rest, fuzzy=explicit, search=search if explicit else None)
         if hit is None or not hit[0].options:
             if explicit and polarity == "like" and clause(rest).strip() and not _mentions_genre(rest):
                 act.titles.append(TitleRef(polarity, TitleMatch(phrase=clause(rest).strip(), options=[])))
-                t.take(m.start(), m.end() + len(clause(rest)))
+                m.take(cue.start(), cue.end() + len(clause(rest)))
             continue
+        written = m.raw[cue.end() : cue.end() + hit[1]]
+        if not hit[0].fuzzy and written.islower() and written.strip() in _genre_phrases():
+            continue  # "no war", "a fan of war movies": the genre; "more like Kids" (capitalised) is the title
+        if cue.group(4) and re.match(r"an? ", written.lower()):
+            continue  # "not a fan of ...": an indefinite article starts a common noun, not a title
         act.titles.append(TitleRef(polarity, hit[0]))
-        # "3 movies like X": leave "3 movies" for the list-length reader.
-        t.take(m.start(2) if m.group(2) else m.start(), m.end() + hit[1])
+        # "3 movies like X": leave "3 movies" for the list-length reader; "more like X" is no "more".
+        counted = cue.group(2) and cue.group(1) in ("movie", "movies", "film", "films", "one", "ones")
+        m.take(cue.start(2) if counted else cue.start(), cue.end() + hit[1])
 
 
-def _read_positions(t: _Text, act: DialogueAct, n_last: int) -> None:
+def _read_positions(m: Message, act: DialogueAct, n_last: int) -> None:
     if not n_last:
         return
-    for m in t.finditer(_THAT_ONE):
+    for hit in m.finditer(_THAT_ONE):
         act.rejected_positions.append(0)
-        t.take(m.start(), m.end())
-    for m in t.finditer(POSITION):
-        idx = position_index(m, n_last)
-        offset = max(0, m.start() - 30)
-        before = t.s[offset : m.start()]
+        m.take(hit.start(), hit.end())
+    for hit in m.finditer(POSITION):
+        idx = position_index(hit, n_last)
+        offset = max(0, hit.start() - 30)
+        before = m.s[offset : hit.start()]
         cue = _REJECT_CUE.search(before) or _LIKE_CUE.search(before)
         if cue is None:
             continue  # "the second" alone is not a critique
         if idx is not None:  # out of range ("not the fifth" of a 3-item answer): read, but nothing to drop
             reject = cue.re is _REJECT_CUE
             (act.rejected_positions if reject else act.liked_positions).append(idx)
-        t.take(offset + cue.start(), m.end())
+        m.take(offset + cue.start(), hit.end())
     act.rejected_positions = list(dict.fromkeys(act.rejected_positions))
 
 
-def _read_k(t: _Text, act: DialogueAct) -> None:
-    for pattern in _K_PATTERNS:
-        for m in t.finditer(pattern):
-            n = m.group(1)
-            value = int(n) if n.isdigit() else _NUM_WORDS[n]
-            if 1 <= value <= 50:
-                act.k = value
-                t.take(m.start(), m.end())
-    for pattern, change in ((_SHORTER, "shorter"), (_LONGER, "longer")):
-        for m in t.finditer(pattern):
-            act.k_change = change
-            t.take(m.start(), m.end())
-
-
-def _read_years(t: _Text, act: DialogueAct) -> None:
-    for m in t.finditer(_ANY_YEAR):
-        act.clear_years = True
-        t.take(m.start(), m.end(), control=False)
-    for m in t.finditer(_RANGE):
-        lo, hi = sorted(int(y) for y in m.groups() if y)
-        act.year_min, act.year_max, act.years_given = lo, hi, True
-        t.take(m.start(), m.end(), control=False)
-    for m in t.finditer(_BOUND):
-        word, year = m.group(1).rstrip("-"), int(m.group(2))
-        if word in ("before", "earlier than", "older than", "pre"):
-            act.year_max = year - 1
-        elif word in ("until", "up to", "by"):
-            act.year_max = year
-        elif word in ("after", "later than", "newer than", "post"):
-            act.year_min = year + 1
-        elif word == "since" or m.group(0).rstrip().endswith(("on", "onwards", "later")):
-            act.year_min = year
-        elif word == "from":  # "from 1994": that year
-            act.year_min = act.year_max = year
-        else:  # "up to 1990 or earlier"
-            act.year_max = year
-        act.years_given = True
-        t.take(m.start(), m.end(), control=False)
-    for m in t.finditer(_DECADE):
-        part, century, digit, short, word = m.groups()
-        start = _DECADE_WORDS[word] if word else int((century or "19") + (digit or short) + "0")
-        lo, hi = {"early": (0, 3), "mid": (3, 6), "late": (6, 9)}.get(part or "", (0, 9))
-        act.year_min, act.year_max, act.years_given = start + lo, start + hi, True
-        t.take(m.start(), m.end(), control=False)
-    for m in t.finditer(_BARE_YEAR):
-        year = int(m.group(1))
-        act.year_min, act.year_max, act.years_given = year, year, True
-        t.take(m.start(), m.end(), control=False)
-    for pattern, rel in ((_OLDER, "older"), (_NEWER, "newer")):
-        for m in t.finditer(pattern):
-            act.relative = rel
-            t.take(m.start(), m.end(), control=False)
-
-
-def _read_genres(t: _Text, act: DialogueAct, genres: Sequence[str]) -> None:
-    found: list[tuple[int, bool, tuple[str, ...]]] = []  # (position, negated, names): kept in the user's order
-    for phrase, names in _genre_lexicon(tuple(genres)):
-        for m in t.finditer(re.compile(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])")):
-            before = t.s[: m.start()]
-            clause = _CLAUSE.split(before)[-1] if before else ""
-            neg = _NEGATION.search(clause)
-            found.append((m.start(), bool(neg), names))
-            # "no horror" is removed from the query too: its embedding would pull towards horror.
-            start = m.start() - len(clause) + neg.start() if neg else m.start()
-            t.take(start, m.end(), control=bool(neg))
-    for _, negated, names in sorted(found):
-        target = act.excluded_genres if negated else act.genres
-        target.extend(n for n in names if n not in target)
-    if act.genres and _ADDITIVE.search(t.s):
-        act.additive = True
-    act.genres = [g for g in act.genres if g not in act.excluded_genres]
-
-
-# --- helpers -------------------------------------------------------------------------------------------------
-
-
-def _genre_lexicon(genres: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
-    """(phrase, genre names) pairs for the catalogue's genres, longest phrase first."""
-    known = set(genres)
-    pairs: dict[str, tuple[str, ...]] = {g.lower(): (g,) for g in genres}
-    for name, words in GENRE_SYNONYMS.items():
-        if name in known:
-            pairs.update({w: (name,) for w in words})
-    pairs.update({w: gs for w, gs in _PAIRS.items() if set(gs) <= known})
-    return sorted(pairs.items(), key=lambda p: -len(p[0]))
+@functools.cache
+def _genre_phrases() -> frozenset[str]:
+    return frozenset(p for p, _ in genre_lexicon(_ALL_GENRES))
 
 
 def _mentions_genre(text: str) -> bool:
     head = clause(text)
-    return any(re.search(rf"(?<![\w-]){re.escape(p)}(?![\w-])", head) for p, _ in _genre_lexicon(tuple(GENRE_SYNONYMS)))
+    return any(re.search(rf"(?<![\w-]){re.escape(p)}(?![\w-])", head) for p in _genre_phrases())
 
 
-def _query_text(t: _Text) -> str | None:
-    """The message without the critique/length/title phrases that were read (genre and year words stay)."""
-    text = "".join(" " if control else c for c, control in zip(t.raw, t.control, strict=True))
-    text = re.sub(r"\s+", " ", re.sub(r"\s+([.,;!?])", r"\1", text)).strip(" ,.;!?")
-    return text or None
+_ALL_GENRES = (
+    "Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy Film-Noir Horror Musical Mystery "
+    "Romance Sci-Fi Thriller War Western"
+).split()

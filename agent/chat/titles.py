@@ -30,13 +30,16 @@ MAX_OPTIONS = 8
 FUZZY_CUTOFF = 0.82  # difflib ratio; below it "alien" would match "alice" style neighbours
 _ALT = re.compile(r"^(.*\S)\s+\(([^()]+)\)$")
 _TOKEN = re.compile(r"[a-z0-9]+")
-_ROMAN = frozenset("ii iii iv v vi vii viii ix x".split())
+_ROMAN = {w: i for i, w in enumerate("ii iii iv v vi vii viii ix x".split(), 2)}
 _YEAR_IN_PHRASE = re.compile(r"\(?\b((?:18|19|20)\d\d)\)?\s*$")
+_CLAUSE_WORDS = re.compile(r"\s(?:but|and|from|with|without|though|please|instead|in the|not)\s")
 _CLAUSE_END = re.compile(r"[.,;!?]|\s(?:but|and|from|with|without|though|please|instead|in the|not)\s")
+_YES = re.compile(r"(?:yes|yeah|yep|yup|sure|right|correct|exactly|that one|that's it|that's the one|y)(?: please)?")
 ORDINALS = {w: i for i, w in enumerate("first second third fourth fifth sixth seventh eighth ninth tenth".split())}
 # "the second (one)", "the last one", "#2", "number 2": a position in a list the user was shown.
 POSITION = re.compile(
     r"\b(?:the\s+)?(" + "|".join(ORDINALS) + r"|last)(?:\s+one)?\b|(?:#|\bnumber\s+|\bno\.?\s*)(\d{1,2})\b"
+    r"|\b(?:the\s+)?(\d{1,2})(?:st|nd|rd|th)(?:\s+one)?\b"  # "the 2nd one"
 )
 
 
@@ -50,6 +53,11 @@ class ItemRef(BaseModel):
     def label(self) -> str:
         return f"{self.title} ({self.year})" if self.year else self.title
 
+    def natural_label(self) -> str:
+        """'The Terminator (1984)': how a sentence names it (the catalogue writes 'Terminator, The')."""
+        title = front_article(self.title)
+        return f"{title} ({self.year})" if self.year else title
+
 
 @dataclass
 class TitleMatch:
@@ -57,10 +65,12 @@ class TitleMatch:
 
     phrase: str
     options: list[ItemRef] = field(default_factory=list)
+    fuzzy: bool = False  # found by spelling similarity or search, not by the words as written
+    confirm: bool = False  # even one option must be confirmed: the phrase's sequel number is not in the catalogue
 
     @property
     def resolved(self) -> ItemRef | None:
-        return self.options[0] if len(self.options) == 1 else None
+        return self.options[0] if len(self.options) == 1 and not self.confirm else None
 
 
 @dataclass(frozen=True)
@@ -71,10 +81,22 @@ class _Entry:
 
 
 def title_words(text: str) -> tuple[str, ...]:
-    """Match key of a title or phrase: lowercase word tokens without a leading article."""
+    """Match key of a title or phrase: lowercase word tokens without a leading article.
+
+    Sequel numbers are normalised so every spelling meets: "Star Trek III" and "star trek 3" are both
+    ("star", "trek", "3"), and "Part II" is "2" ("the godfather 2" finds "The Godfather: Part II").
+    """
     text = front_article(text).lower().replace("&", " and ").replace("'", "")
     words = _TOKEN.findall(text)
-    return tuple(words[1:] if len(words) > 1 and words[0] in ARTICLES else words)
+    words = words[1:] if len(words) > 1 and words[0] in ARTICLES else words
+    out: list[str] = []
+    for i, w in enumerate(words):
+        if i and w in _ROMAN:
+            w = str(_ROMAN[w])
+        if out and out[-1] == "part" and w.isdigit():
+            out.pop()
+        out.append(w)
+    return tuple(out)
 
 
 class TitleIndex:
@@ -134,12 +156,14 @@ class TitleIndex:
         words = title_words(phrase)
         if not words:
             return TitleMatch(phrase.strip())
-        found = self._exact_and_siblings(words)
-        if not found and fuzzy:
-            found = self._fuzzy(words) or self._searched(phrase, words, search)
+        exact = self._exact_and_siblings(words)
+        found, confirm = exact, False
+        if not exact and fuzzy:
+            found, confirm = self._fuzzy_sequel(words)
+            found = found or self._fuzzy(words) or self._searched(phrase, words, search)
         if year is not None:
             found = [e for e in found if e.ref.year == year] or found
-        return TitleMatch(phrase.strip(), self._distinct(found))
+        return TitleMatch(phrase.strip(), self._distinct(found), fuzzy=bool(found) and not exact, confirm=confirm)
 
     def resolve_prefix(
         self, text: str, fuzzy: bool = False, search: Callable[[str, int], list[str]] | None = None, max_words: int = 8
@@ -153,6 +177,14 @@ class TitleIndex:
         spans = [m for m in re.finditer(r"[^\s.,;!?]+", text)]
         stop = re.search(r"[.;!?]|,\s", text)
         spans = [s for s in spans if stop is None or s.end() <= stop.start()][:max_words]
+        if fuzzy and spans:
+            # The whole clause first: "batman forver" is Batman Forever, and "babe 2" is no Babe, although
+            # their first word alone is an exact title.
+            whole = text[: spans[-1].end()]
+            for clause in dict.fromkeys((whole, _CLAUSE_WORDS.split(whole)[0])):  # "... and the Last Crusad"
+                match = self.resolve(clause, fuzzy=True)
+                if match.options and (match.fuzzy or match.confirm) and len(title_words(clause)) > 1:
+                    return match, len(clause)
         for n in range(len(spans), 0, -1):
             end = spans[n - 1].end()
             match = self.resolve(text[:end], fuzzy=False)
@@ -160,9 +192,7 @@ class TitleIndex:
                 return match, end
         if not fuzzy or not spans:
             return None
-        clause = re.split(
-            r"\s(?:but|and|from|with|without|though|please|instead|in the|not)\s", text[: spans[-1].end()]
-        )[0]
+        clause = _CLAUSE_WORDS.split(text[: spans[-1].end()])[0]
         match = self.resolve(clause, fuzzy=True, search=search)
         return (match, len(clause)) if match.options else None
 
@@ -175,7 +205,7 @@ class TitleIndex:
                 out.append(e)
             elif e.words[:n] == words and len(e.words) > n:
                 nxt = e.words[n]
-                if e.colon_at == n or nxt.isdigit() or nxt in _ROMAN or nxt == "part":
+                if e.colon_at == n or nxt.isdigit() or nxt == "part":
                     out.append(e)
             elif len(e.words) == n and e.words[:-1] == words[:-1] and e.words[-1] == words[-1] + "s":
                 out.append(e)  # "alien" -> "Aliens"
@@ -184,14 +214,34 @@ class TitleIndex:
         return exact + rest
 
     def _fuzzy(self, words: tuple[str, ...]) -> list[_Entry]:
+        return [e for k in self._fuzzy_keys(words) for e in self._by_key[k]]
+
+    def _fuzzy_keys(self, words: tuple[str, ...]) -> list[tuple[str, ...]]:
         key = " ".join(words)
         close = difflib.get_close_matches(key, self._keys, n=MAX_OPTIONS, cutoff=FUZZY_CUTOFF)
         scored = [(difflib.SequenceMatcher(None, key, k).ratio(), k) for k in close]
         if not scored:
             return []
         best = max(s for s, _ in scored)
-        keep = [k for s, k in scored if s >= best - 0.04]  # comparable matches become options
-        return [e for k in keep for e in self._by_key[tuple(k.split())]]
+        return [tuple(k.split()) for s, k in scored if s >= best - 0.04]  # comparable matches become options
+
+    def _fuzzy_sequel(self, words: tuple[str, ...]) -> tuple[list[_Entry], bool]:
+        """A misspelt or missing sequel: "termnator 2" -> Terminator 2, never The Terminator.
+
+        Why apart from `_fuzzy`: on the whole phrase, "termnator 2" is closer to "terminator" than to
+        "terminator 2 judgment day", so the number would be lost. The series name is matched fuzzily and
+        the number exactly; when the series has no such number, its titles are returned to be confirmed.
+        """
+        if len(words) < 2 or not words[-1].isdigit():
+            return [], False
+        if self._exact_and_siblings(words[:-1]):  # "star trek 7": the series exists, that number does not
+            return self._exact_and_siblings(words[:-1]), True
+        bases = self._fuzzy_keys(words[:-1])
+        numbered = [e for base in bases for e in self._exact_and_siblings((*base, words[-1]))]
+        if numbered:
+            return numbered, False
+        series = [e for base in bases for e in self._exact_and_siblings(base)]
+        return series, bool(series)
 
     def _searched(
         self, phrase: str, words: tuple[str, ...], search: Callable[[str, int], list[str]] | None
@@ -224,7 +274,8 @@ def clause(text: str) -> str:
 
 def position_index(m: re.Match[str], n: int) -> int | None:
     """0-based index named by a `POSITION` match (or a bare number in group 1) in a list of n; None if outside."""
-    word, digits = m.group(1), m.group(2) if (m.lastindex or 0) >= 2 else None
+    groups = m.groups()
+    word, digits = groups[0], next((g for g in groups[1:] if g), None)
     if word == "last":
         idx = n - 1
     elif word in ORDINALS:
@@ -240,6 +291,8 @@ def pick_option(text: str, options: Sequence[ItemRef]) -> ItemRef | None:
     Why this order: "Alien 3" is a title before it is the number 3, and "1986" a year before anything.
     """
     s = " ".join(text.lower().split()).strip(" .!?")
+    if len(options) == 1 and _YES.fullmatch(s):  # "Did you mean Babe (1995)?" "yes"
+        return options[0]
     index = TitleIndex.from_refs(options)
     exact = index.resolve(re.sub(r"^(?:the one called|i mean|i meant)\s+", "", s), fuzzy=False)
     if len(exact.options) == 1:
