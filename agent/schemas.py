@@ -79,7 +79,11 @@ class Recommendations(BaseModel):
         description="Scoring/hybrid: top-1 minus top-2 candidate probability (averaged over permutations), "
         "0..1; None in generative mode.",
     )
-    timings: dict[str, float] = Field(default_factory=dict, description="Milliseconds per stage and 'total'.")
+    timings: dict[str, float] = Field(
+        default_factory=dict,
+        description="Milliseconds: retrieval_ms, model_ms, reasons_ms and 'total' (their sum) for this request; "
+        "setup_ms: one-time loading this call paid first (0 when warm); plus the ranker's own stages.",
+    )
 
     # Counters are read off the items, never kept by hand, so they cannot disagree with `items[].source`.
     @computed_field(description="Items the model chose itself.")  # type: ignore[prop-decorator]

@@ -40,6 +40,7 @@ from reasonrec.agent.interfaces.cli_common import (
     quiet_libraries,
     recommendations_table,
 )
+from reasonrec.agent.timing import timing_line
 from reasonrec.errors import ReasonRecError
 
 app = typer.Typer(
@@ -93,7 +94,7 @@ def recommend(
     console.print(recommendations_table(recs, f"Recommendations for {user or 'you'}"))
     console.print(
         f"[dim]{recs.model_id} · {recs.mode} · template {recs.template_version} · "
-        f"{recs.n_model} by model, {recs.n_fallback} fallback · {recs.timings['total']:.0f} ms "
+        f"{recs.n_model} by model, {recs.n_fallback} fallback · {timing_line(recs.timings)} "
         f"(* = reason built from facts)[/dim]"
     )
 
@@ -131,7 +132,7 @@ def demo(
     console.print(recommendations_table(recs, f"Top {k} for user {user}"))
     console.print(
         f"[dim]{recs.model_id} · {recs.mode} · {recs.n_model} by model, {recs.n_fallback} fallback · "
-        f"recommend {recs.timings['total']:.0f} ms · demo {time.perf_counter() - t0:.1f} s "
+        f"{timing_line(recs.timings)} · demo {time.perf_counter() - t0:.1f} s "
         f"(* = reason built from facts)[/dim]"
     )
 
