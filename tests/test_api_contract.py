@@ -351,6 +351,7 @@ def test_schemathesis_finds_no_failure(served):
     client = served[0]
     report = _bench().run_contract(str(client.base_url).rstrip("/"), max_examples=6, seed=0, timeout_s=120,
                                    phases="examples,fuzzing,stateful")  # fmt: skip
+    print(f"schemathesis: {report.requests} requests, {report.failures} failures, {report.wall_s} s")
     assert report.failures == 0 and report.exit_code == 0, report.failed_cases
     assert report.requests >= 80 and len(report.by_check) >= 10, report
     assert report.by_check["positive_data_acceptance"]["success"] > 0
