@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from reasonrec.agent.interfaces.batching import MicroBatcher
 from reasonrec.agent.interfaces.http_errors import (
     BodyGuard,
     Redactor,
@@ -142,8 +143,10 @@ def create_app(
     from fastapi.staticfiles import StaticFiles
 
     from reasonrec.agent.interfaces.sessions_api import add_session_routes, open_store
+    from reasonrec.agent.interfaces.streaming import add_stream_routes
 
     gate = ModelGate(max_queue)
+    batcher = MicroBatcher(agent, gate)  # concurrent /v1/recommend requests share one batched forward pass
     store = open_store(store)
 
     @asynccontextmanager
@@ -159,12 +162,13 @@ def create_app(
         docs_url=None,  # served below from local assets, so the docs render offline
         redoc_url=None,
     )
-    app.state.agent, app.state.gate, app.state.store = agent, gate, store
+    app.state.agent, app.state.gate, app.state.store, app.state.batcher = agent, gate, store, batcher
     rc = agent.config.retrieval
     install_error_handlers(app, Redactor([store.path, rc.persist_dir]))
     app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
-    _add_recommend_routes(app, agent, gate)
+    _add_recommend_routes(app, agent, gate, batcher)
     add_session_routes(app, agent, gate, store)
+    add_stream_routes(app, agent, gate, store)  # the same work as Server-Sent Events (streaming.py)
     _add_docs_routes(app)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -176,7 +180,7 @@ def create_app(
     return app
 
 
-def _add_recommend_routes(app: FastAPI, agent: RecommenderAgent, gate: ModelGate) -> None:
+def _add_recommend_routes(app: FastAPI, agent: RecommenderAgent, gate: ModelGate, batcher: MicroBatcher) -> None:
     from fastapi import Path as PathParam
 
     @app.get("/healthz", response_model=Health, tags=["meta"])
@@ -198,8 +202,7 @@ def _add_recommend_routes(app: FastAPI, agent: RecommenderAgent, gate: ModelGate
         """Recommend `k` items with a reason each (exactly k, only catalogue items the user has not seen)."""
         if body.where is not None:
             check_where(body.where)  # a client mistake is a 400 naming it, before Chroma sees the filter
-        return await gate.run(
-            agent.recommend,
+        return await batcher.recommend(
             user_id=body.user_id,
             history=body.history or None,  # [] = no history given: the user's own, or the query alone
             query=body.query,

@@ -14,6 +14,7 @@ from typing import Any
 
 from reasonrec.agent.ranking.evidence import ItemEvidence, for_request
 from reasonrec.agent.ranking.faithful import FaithfulLogitsProcessor, row_facts
+from reasonrec.agent.ranking.progress import reason_criteria
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.ranking.scoring import ScoringRanker
 from reasonrec.agent.schemas import Recommendations
@@ -83,9 +84,12 @@ class HybridRanker(ScoringRanker):
         )
         # reasons: no genre, decade or number outside each item's evidence can be written (faithful.py)
         guard = FaithfulLogitsProcessor(tok, [row_facts(tok, ev) for _, _, ev in jobs], prompt_len)
+        # a streaming client sees each reason grow token by token (nothing is done without one)
+        rows = [(req, item.id, o) for (req, item, _), o in zip(jobs, openers, strict=True)]
+        progress = reason_criteria(tok, prompt_len, rows)
         with torch.inference_mode():
             seqs = self.lm.model.generate(
-                **enc, max_new_tokens=max_new, stopping_criteria=[stop], pad_token_id=tok.pad_token_id,
+                **enc, max_new_tokens=max_new, stopping_criteria=[stop, *progress], pad_token_id=tok.pad_token_id,
                 logits_processor=LogitsProcessorList([guard]), **sampling,
             )  # fmt: skip
         texts = tok.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)

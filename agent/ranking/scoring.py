@@ -28,6 +28,7 @@ from reasonrec.agent.model.loading import CompiledForward, LoadedModel
 from reasonrec.agent.ranking.fused import fused_scores, softmax
 from reasonrec.agent.ranking.generative import BatchedRanker
 from reasonrec.agent.ranking.prefix import SharedPrefix
+from reasonrec.agent.ranking.progress import report_picks
 from reasonrec.agent.ranking.prompter import Prompter
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendations
@@ -242,6 +243,7 @@ class ScoringRanker(BatchedRanker):
             }
             shown = softmax(fused) if req.features else s.probs  # the probabilities of the order used
             out.append(Picks(parsed, timings, {c.id: shown[c.id] for c in top}, s.confidence))
+        report_picks(out)  # a streaming client shows the ranked cards now, before any reason
         return out
 
     def finalize_picks(
