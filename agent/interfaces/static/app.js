@@ -149,11 +149,109 @@ async function run(action) {
   }
 }
 
+// Streaming (Server-Sent Events over a POST): progress, the ranked cards as soon as the ranking is
+// done, each reason as the model writes it, then the turn exactly as the plain endpoint returns it.
+async function streamEvents(path, body, onEvent, retries = 3) {
+  const res = await fetch(path, {
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "text/event-stream" },
+    body: JSON.stringify(body),
+  });
+  if ((res.status === 429 || res.status === 503) && retries > 0) {
+    const wait = Number(res.headers.get("Retry-After") || "1");
+    onEvent("progress", { stage: `server busy, retrying in ${wait} s` });
+    await new Promise((r) => setTimeout(r, wait * 1000));
+    return streamEvents(path, body, onEvent, retries - 1);
+  }
+  if (!res.ok || !res.body) {
+    const data = await res.json().catch(() => ({ error: `HTTP ${res.status}` }));
+    const err = new Error(data.error || `HTTP ${res.status}`);
+    err.status = res.status;
+    throw err;
+  }
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const event = (block.match(/^event: (.*)$/m) || [])[1];
+      const data = (block.match(/^data: (.*)$/m) || [])[1];
+      if (event && data !== undefined) onEvent(event, JSON.parse(data));
+    }
+  }
+}
+
+const STAGES = { queued: "waiting for the model…", ranking: "ranking candidates…", reasons: "writing reasons…" };
+
+function pendingAnswer() {
+  const li = el("li", "msg bot pending");
+  const status = el("p", "progress");
+  status.appendChild(el("span", "spinner"));
+  const label = el("span", "progress-text", STAGES.queued);
+  status.appendChild(label);
+  li.appendChild(status);
+  messages.appendChild(li);
+  scrollDown();
+  const cards = el("ol", "cards");
+  const byId = {};
+  return {
+    li,
+    stage(text) {
+      label.textContent = STAGES[text] || text;
+    },
+    cards(items) {
+      items.forEach((it) => {
+        const card = renderCard({ ...it, reason: "…" });
+        card.classList.add("streaming");
+        card.querySelectorAll(".thumbs button").forEach((b) => (b.disabled = true));
+        byId[it.item_id] = card;
+        cards.appendChild(card);
+      });
+      li.appendChild(cards);
+      this.stage("reasons");
+      scrollDown();
+    },
+    reason(itemId, text) {
+      const card = byId[itemId];
+      if (card) card.querySelector(".reason").textContent = text;
+    },
+  };
+}
+
+async function sendStreamed(id, text) {
+  const answer = pendingAnswer();
+  let turn = null;
+  try {
+    await streamEvents(`/v1/sessions/${encodeURIComponent(id)}/messages/stream`, { text }, (event, data) => {
+      if (event === "progress") answer.stage(data.stage);
+      else if (event === "cards") answer.cards(data.items);
+      else if (event === "reason") answer.reason(data.item_id, data.text);
+      else if (event === "done") turn = data;
+      else if (event === "error") {
+        const err = new Error(data.error);
+        err.status = data.status;
+        throw err;
+      }
+    });
+  } finally {
+    answer.li.remove(); // the final turn replaces the provisional cards (reasons may have been checked)
+  }
+  if (!turn) throw new Error("the stream ended without an answer");
+  return turn;
+}
+
 function sendMessage(text) {
   return run(async () => {
     const pending = addUserMessage(text);
     const id = await ensureSession();
-    const turn = await api("POST", `/v1/sessions/${encodeURIComponent(id)}/messages`, { text });
+    const path = `/v1/sessions/${encodeURIComponent(id)}/messages`;
+    const canStream = typeof TextDecoderStream === "function";
+    const turn = canStream ? await sendStreamed(id, text) : await api("POST", path, { text });
     pending.remove(); // renderTurn shows the user's text as the server recorded it
     renderTurn(turn);
     showSession(id, localStorage.getItem(USER_KEY));
