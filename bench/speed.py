@@ -1,0 +1,152 @@
+"""What a person waits for, end to end: CLI calls, the demo, a chat turn, the server under 8 clients.
+
+    .venv/bin/python bench/speed.py                          # everything, writes bench/results/speed_cpu.json
+    .venv/bin/python bench/speed.py --only server --threads 1
+
+Every CLI figure is a child process from start to exit (`reasonrec recommend --user 196 -k 5`, `reasonrec
+demo`), warm: one unmeasured run first fills the caches (converted model, Chroma store), then the median
+of `--repeats` runs. The server figures come from one `reasonrec serve` per mode on 127.0.0.1:
+- default mode, 1 client: chat turns through the streaming endpoint, time to the first `cards` event and
+  to `done` (the complete answer), p50 over `--turns` messages;
+- scoring mode: `--single` requests one at a time, then `--requests` from `--clients` concurrent clients
+  (bench/load_test.py), in the same server run, so their throughput ratio is what micro-batching buys.
+The format is `bench/results/speed_cpu.json` in ../shared/protocols.md, plus the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # bench/_server.py and bench/load_test.py
+
+RESULTS = Path(__file__).parent / "results" / "speed_cpu.json"
+REASONREC = str(Path(sys.executable).with_name("reasonrec"))
+MESSAGES = ["a funny sci-fi", "no horror", "something older", "more like Fargo", "a thriller from the 90s"]
+
+
+def timed_cli(args: list[str], repeats: int) -> dict[str, float]:
+    """Median wall seconds of `reasonrec <args>` from process start to exit, after one warm-up run."""
+    walls = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        subprocess.run([REASONREC, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if i:  # run 0 warms the caches
+            walls.append(time.perf_counter() - t0)
+    return {"median": round(statistics.median(walls), 2), "runs": [round(w, 2) for w in walls]}
+
+
+def write_config(folder: Path, mode: str | None, threads: int | None) -> Path:
+    path = folder / f"speed-{mode or 'default'}.json"
+    cfg: dict[str, dict[str, object]] = {}
+    if threads:
+        cfg["model"] = {"num_threads": threads}
+    if mode:
+        cfg["ranker"] = {"mode": mode}
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+async def chat_turns(url: str, turns: int) -> dict[str, float]:
+    """One client: a session for user 196, `turns` messages through the SSE endpoint."""
+    import httpx
+
+    first, done = [], []
+    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+        sid = (await http.post("/v1/sessions", json={"user_id": "196"})).json()["id"]
+        for i in range(turns):
+            t0 = time.perf_counter()
+            t_cards = None
+            body = {"text": MESSAGES[i % len(MESSAGES)]}
+            async with http.stream("POST", f"/v1/sessions/{sid}/messages/stream", json=body) as r:
+                r.raise_for_status()
+                async for line in r.aiter_lines():
+                    if line == "event: cards" and t_cards is None:
+                        t_cards = time.perf_counter()
+                    if line in ("event: done", "event: error"):
+                        break
+            done.append((time.perf_counter() - t0) * 1000)
+            first.append(((t_cards or time.perf_counter()) - t0) * 1000)
+    return {"p50": round(statistics.median(done), 1), "first_cards_p50": round(statistics.median(first), 1),
+            "n": turns, "runs_ms": [round(d) for d in done]}  # fmt: skip
+
+
+def server_args(mode: str, threads: int | None, tmp: Path, max_queue: int) -> list[str]:
+    args = ["--mode", mode, "--max-queue", str(max_queue), "--sessions", str(tmp / f"{mode}.sqlite3")]
+    return args + (["--threads", str(threads)] if threads else [])
+
+
+def measure_server(a: argparse.Namespace, tmp: Path, users: list[str]) -> tuple[dict, dict]:
+    from _server import ServerProcess
+    from load_test import run_load
+
+    with ServerProcess(server_args("hybrid", a.threads, tmp, 8), startup_timeout_s=900) as srv:
+        chat = asyncio.run(chat_turns(srv.url, a.turns))
+    with ServerProcess(server_args("scoring", a.threads, tmp, a.clients), startup_timeout_s=900) as srv:
+        asyncio.run(run_load(srv.url, users, 4, 1, seed=99))  # warm-up: first forward passes, allocator
+        single = asyncio.run(run_load(srv.url, users, a.single, 1, seed=1))
+        many = asyncio.run(run_load(srv.url, users, a.requests, a.clients, seed=2))
+    errors = many.requests - many.answered
+    server = {
+        "clients": a.clients, "requests": many.requests, "mode": "scoring",
+        "throughput_rps": round(many.throughput_rps, 3), "one_at_a_time_rps": round(single.throughput_rps, 3),
+        "ratio": round(many.throughput_rps / single.throughput_rps, 2) if single.throughput_rps else None,
+        "p50_ms": round(many.latency_ms.get("p50", 0.0)), "p99_ms": round(many.latency_ms.get("p99", 0.0)),
+        "one_at_a_time_p50_ms": round(single.latency_ms.get("p50", 0.0)), "errors": errors,
+        "status_counts": many.status_counts,
+    }  # fmt: skip
+    return chat, server
+
+
+def main() -> None:
+    from reasonrec.finetune.evaluation.report import default_machine, git_commit
+    from reasonrec.retrieval import load_ml100k
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", choices=["cli", "server", "all"], default="all")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads everywhere (1 under contention).")
+    p.add_argument("--repeats", type=int, default=3, help="Measured runs per CLI figure (after one warm-up).")
+    p.add_argument("--turns", type=int, default=5, help="Chat turns of the 1-client figure.")
+    p.add_argument("--single", type=int, default=16, help="One-at-a-time requests (scoring server).")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--requests", type=int, default=80)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    a = p.parse_args()
+
+    result = json.loads(a.out.read_text()) if a.out.is_file() else {}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if a.only in ("cli", "all"):
+            scoring, default = write_config(tmp, "scoring", a.threads), write_config(tmp, None, a.threads)
+            rec = ["recommend", "--user", "196", "-k", "5", "--config"]
+            configs = (("scoring", scoring), ("hybrid", default))  # hybrid: the default mode
+            cli = {mode: timed_cli([*rec, str(cfg)], a.repeats) for mode, cfg in configs}
+            result["cli_recommend_warm_s"] = {mode: v["median"] for mode, v in cli.items()}
+            demo = timed_cli(["demo", "--config", str(default)], max(1, a.repeats - 1))
+            result["demo_warm_s"] = demo["median"]
+            result["cli_runs_s"] = {**{m: v["runs"] for m, v in cli.items()}, "demo": demo["runs"]}
+        if a.only in ("server", "all"):
+            chat, server = measure_server(a, tmp, load_ml100k().users())
+            result["chat_turn_ms"], result["server"] = chat, server
+    result.update(
+        commit=git_commit(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        machine=default_machine(), torch_threads=a.threads,
+        load_avg_1m={"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+    )  # fmt: skip
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
