@@ -14,6 +14,7 @@ from typing import Any
 
 from reasonrec.agent.ranking.evidence import ItemEvidence, for_request
 from reasonrec.agent.ranking.faithful import FaithfulLogitsProcessor, row_facts
+from reasonrec.agent.ranking.prefix import SharedPrefix
 from reasonrec.agent.ranking.progress import reason_criteria
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.ranking.scoring import ScoringRanker
@@ -29,6 +30,7 @@ class HybridRanker(ScoringRanker):
     """Order with scoring, then let the model explain each pick in one sentence."""
 
     mode = "hybrid"
+    _reason_prefix: SharedPrefix | None = None  # the reason prompts' common prefix (one user's history)
 
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
         t0 = time.perf_counter()
@@ -72,7 +74,9 @@ class HybridRanker(ScoringRanker):
         tok = self.lm.tokenizer
         built = [self.prompter.reason_text(req.history, item, req.query, ev) for req, item, ev in jobs]
         prompts, openers = [p for p, _ in built], [o for _, o in built]
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.lm.device)
+        if self._reason_prefix is None:  # its own cache: the rank prompt's prefix is another one
+            self._reason_prefix = SharedPrefix(self.lm.model, tok.pad_token_id)
+        enc = self._reason_prefix.generate_inputs(tok(prompts, add_special_tokens=False)["input_ids"])
         max_new = self.prompter.reason_tokens()
         prompt_len = enc["input_ids"].shape[1]
         stop = _ReasonStop(tok, prompt_len, self.config.prompt.max_reason_words)

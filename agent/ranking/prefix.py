@@ -126,6 +126,26 @@ class SharedPrefix:
             kwargs["use_cache"] = True
         return kwargs, shared
 
+    def generate_inputs(self, rows: list[list[int]]) -> dict[str, Any]:
+        """Keyword arguments for `generate` over `rows` that reuse the keys/values of their common prefix.
+
+        `generate` takes the whole sequences, the cache of their first tokens (it feeds only the uncached
+        rest) and the mask over both: [common prefix][left padding][row's own tokens]. The reason prompts
+        of one user share their long history part, so that is computed once instead of once per pick.
+        """
+        import torch
+
+        kwargs, shared = self.inputs(rows, rows[0])
+        tails = kwargs["input_ids"]
+        if shared == 0:
+            return {"input_ids": tails, "attention_mask": kwargs.get("attention_mask", torch.ones_like(tails))}
+        prefix = torch.tensor([rows[0][:shared]], device=tails.device).expand(len(rows), -1)
+        return {
+            "input_ids": torch.cat([prefix, tails], dim=1),
+            "attention_mask": kwargs["attention_mask"],
+            cache_field(): kwargs[cache_field()],
+        }
+
     def _prefix_kv(self, ids: list[int]) -> list[tuple[Any, Any]]:
         """Keys/values of `ids` (batch 1), computed once per distinct prefix and kept."""
         if tuple(ids) != self._ids or self._kv is None:
