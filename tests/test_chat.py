@@ -6,18 +6,21 @@ speed) and check every turn's recommendations against the catalogue metadata of 
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
+from helpers import chat_checks
+from helpers.chat_checks import check_turn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reasonrec.agent.api import RecommenderAgent
-from reasonrec.agent.chat.session import ChatConstraints, constraints_where, describe_constraints
-from reasonrec.agent.config import AgentConfig, RankerConfig
 from reasonrec.agent.chat.dialogue import parse_message
+from reasonrec.agent.chat.session import ChatConstraints, constraints_where, describe_constraints
 from reasonrec.agent.chat.store import SessionStore
 from reasonrec.agent.chat.titles import ItemRef, TitleIndex, pick_option
 from reasonrec.errors import ConfigError, UnknownItemError, UnknownSessionError, UnknownUserError
 
+chat_agent, store = chat_checks.chat_agent, chat_checks.store  # shared fixtures
 ALIENS = ["183", "176", "665", "343"]  # Alien, Aliens, Alien 3, Alien: Resurrection
 LAST = ["Alien", "Toy Story", "Heat", "Usual Suspects, The", "Batman"]
 
@@ -64,6 +67,14 @@ def titles(ml100k):
         ("show me more", {"more": True}),
         ("start over", {"reset": True}),
         ("a film by Hitchcock", {"query": "a film by Hitchcock"}),
+        # issue 17: numbers that are no list length, negated bounds, genre words that are also titles
+        ("I'm 12 years old and like animals", {"age": 12, "query": "like animals"}),
+        ("nothing before 1990", {"year_min": 1990, "year_max": None}),
+        ("no later than 1995", {"year_max": 1995, "year_min": None}),
+        ("no war", {"excluded_genres": ["War"], "titles": []}),
+        ("I don't mind horror", {"genres": ["Horror"]}),
+        ("2 hours max", {"unsupported": ["running time"]}),
+        ("quiero una comedia", {"language": "es", "genres": ["Comedy"]}),
     ],
 )
 def test_parse_message(text, expected, genres, titles):
@@ -87,6 +98,9 @@ def test_parse_message(text, expected, genres, titles):
         ("I loved Se7en", "like", ["11"], {}),  # the alternative title in parentheses
         ("more like Kids", "like", ["772"], {"genres": []}),  # a title, not the Children's genre
         ("not Alien 3", "dislike", ["665"], {"rejected_positions": []}),  # the longer reading beats "Alien"
+        ("more like Termnator 2", "like", ["96"], {"k": None}),  # the sequel, never The Terminator (1984)
+        ("more like Star Trek III", "like", ["229"], {"k": None}),
+        ("more like Babe 2", "like", ["8"], {"k": None}),  # no such sequel: one option, to be confirmed
     ],
 )
 def test_title_references(text, polarity, options, rest, genres, titles):
@@ -172,40 +186,6 @@ def test_parse_never_raises_and_keeps_to_catalogue_genres(text):
 # --- scripted conversations on the real stack -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def chat_agent(ml100k, lm, retrieval_config, indexed_store):
-    """Scoring mode and 10 candidates keep a turn to about a second of model time on CPU."""
-    cfg = AgentConfig(
-        retrieval=retrieval_config.model_copy(update={"n_candidates": 10}), ranker=RankerConfig(mode="scoring")
-    )
-    return RecommenderAgent(cfg, dataset=ml100k, model=lm)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = SessionStore(tmp_path / "sessions.sqlite3")
-    yield s
-    s.close()
-
-
-def check_turn(turn, agent, state, k=None):
-    """Every item: in the catalogue, unseen, never rejected, and inside the turn's stated constraints."""
-    recs, c = turn.recommendations, turn.constraints
-    assert recs is not None and turn.clarification is None, turn.reply
-    ids = recs.item_ids()
-    assert len(ids) == len(set(ids)) == (k or c.k), turn.reply
-    history = set(agent.dataset.history(state.user_id)) if state.user_id else set()
-    for r in recs.items:
-        item = agent.items[r.item_id]
-        assert r.reason.strip() and r.title == item.title
-        assert set(c.genres) <= set(item.genres), (item, c)
-        assert not set(c.excluded_genres) & set(item.genres), (item, c)
-        assert c.year_min is None or (item.year or 0) >= c.year_min, (item, c)
-        assert c.year_max is None or (item.year or 9999) <= c.year_max, (item, c)
-        assert r.item_id not in state.disliked and r.item_id not in history and r.item_id not in state.liked
-    assert f"Here {'is' if len(ids) == 1 else 'are'} {len(ids)} " in turn.reply and turn.timings["total_ms"] > 0
-
-
 @pytest.mark.slow
 def test_genre_and_decade_then_narrower_and_older(chat_agent, store):
     chat = chat_agent.chat_session(store=store)  # cold start: a new user, one sentence
@@ -216,10 +196,12 @@ def test_genre_and_decade_then_narrower_and_older(chat_agent, store):
     t2 = chat.send("no romance")
     check_turn(t2, chat_agent, chat.state)
     assert t2.constraints.excluded_genres == ["Romance"]
-    shown = min(chat_agent.items[i].year for i in t2.recommendations.item_ids())
+    # "older" moves one step from the list shown: before its median year (issue 17), not before its oldest.
+    shown = statistics.median_low(chat_agent.items[i].year for i in t2.recommendations.item_ids())
     t3 = chat.send("something older")
     check_turn(t3, chat_agent, chat.state)
     assert t3.constraints.year_max == shown - 1 and t3.constraints.year_min is None
+    assert f"older: {shown - 1} or earlier (before {shown}, the middle of the last list)" in t3.reply
     assert not set(t3.recommendations.item_ids()) & set(t1.recommendations.item_ids() + t2.recommendations.item_ids())
 
 
@@ -297,7 +279,7 @@ def test_too_few_matches_shorten_the_list_and_none_relaxes(chat_agent, store):
     chat = chat_agent.chat_session(store=store)
     t1 = chat.send("film noir from the 50s")  # ML-100K has 2
     check_turn(t1, chat_agent, chat.state, k=2)
-    assert t1.reply.startswith("Only 2 unseen Film-Noir movies from the 1950s match.")
+    assert t1.reply.startswith("Understood: Film-Noir, the 1950s. Only 2 unseen Film-Noir movies from the 1950s match.")
     t2 = chat.send("a western from the 1920s")  # none: the year range goes, the genre stays
     assert t2.relaxed == ["the year range"] and "so I dropped the year range" in t2.reply
     assert all("Western" in r.genres for r in t2.recommendations.items) and len(t2.recommendations.items) == 5

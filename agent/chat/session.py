@@ -18,7 +18,6 @@ when nothing is left. The state is saved to the `SessionStore` before a turn ret
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +25,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from reasonrec.agent.chat.catalogue import catalogue, mood_guesser
 from reasonrec.agent.chat.dialogue import DialogueAct, parse_message, pick_option
+from reasonrec.agent.chat.explain import (
+    Understood,
+    clarifying_question,
+    explain,
+    list_reply,
+    mark_note,
+    mentioned_not_watched,
+)  # fmt: skip
+from reasonrec.agent.chat.moods import MoodGuesser
 from reasonrec.agent.chat.store import (
     ChatConstraints,
     ChatTurn,
@@ -36,7 +45,8 @@ from reasonrec.agent.chat.store import (
     constraints_where,
     describe_constraints,
 )
-from reasonrec.agent.chat.titles import ItemRef, TitleIndex, front_article
+from reasonrec.agent.chat.titles import ItemRef
+from reasonrec.agent.chat.years import apply_years
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, DataError, UnknownItemError, UnknownSessionError
 
@@ -49,7 +59,6 @@ __all__ = [
 ]  # fmt: skip
 
 MAX_K = 50
-_SHOWN_TITLES = 3  # titles named in the reply text; the rest are in `recommendations`
 
 
 @dataclass
@@ -76,7 +85,7 @@ class ChatSession:
         self.agent = agent
         self.store = store
         self._state = state
-        self._titles, self._genres, self._years = _catalogue(agent)
+        self._titles, self._genres, self._years = catalogue(agent)
 
     @property
     def id(self) -> str:
@@ -107,14 +116,16 @@ class ChatSession:
             state, notes = self._state.model_copy(deep=True), []  # a failing turn leaves the session as it was
             choice = pick_option(text, state.pending.options) if state.pending else None
             if choice is not None and state.pending is not None:
-                act, keep_last = DialogueAct(), False
-                self._mark(state, self._titles.same_item(choice), state.pending.polarity, notes, choice)
+                keep_last = False
+                self._mark(state, self._titles.same_item(choice), state.pending.polarity)
+                notes.append(mark_note(choice, state.pending.polarity))
                 state.pending = None
             else:
                 state.pending = None
-                act = parse_message(text, self._genres, self._titles, self._last_titles(state), self._search)
+                last = self._last_titles(state)
+                act = parse_message(text, self._genres, self._titles, last, self._search, self._moods())
                 keep_last = act.is_refinement()
-                self._apply(state, act, notes)
+                notes += self._apply(state, act)
             parse_ms = (time.perf_counter() - t0) * 1000
             return self._answer(state, text, notes, keep_last, t0, parse_ms)
 
@@ -138,7 +149,8 @@ class ChatSession:
             t0 = time.perf_counter()
             state, notes = self._state.model_copy(deep=True), []
             ref = ItemRef(item_id=item_id, title=item.title, year=item.year)
-            self._mark(state, [item_id], "like" if liked else "dislike", notes, ref)
+            self._mark(state, [item_id], "like" if liked else "dislike")
+            notes.append(mark_note(ref, "like" if liked else "dislike"))
             text = f"{'liked' if liked else 'disliked'}: {ref.label()}"
             return self._answer(state, text, notes, True, t0, 0.0)
 
@@ -165,32 +177,40 @@ class ChatSession:
                 if entry[1] == 0:
                     del _LOCKS[key]
 
-    def _apply(self, state: SessionState, act: DialogueAct, notes: list[str]) -> None:
-        c = state.constraints
+    def _apply(self, state: SessionState, act: DialogueAct) -> list[str]:
+        """Apply a parsed message to the state; returns what the reply says first (the explanation)."""
+        c, done, problems = state.constraints, Understood(), []
         if act.reset:
             state.constraints = c = ChatConstraints(k=c.k)
-            notes.append("Starting over.")
-        for idx in act.rejected_positions:
+        for idx, polarity in [
+            *((i, "dislike") for i in act.rejected_positions),
+            *((i, "like") for i in act.liked_positions),
+        ]:
             if idx < len(state.last):
-                self._mark(state, [state.last[idx]], "dislike", notes)
-        for idx in act.liked_positions:
-            if idx < len(state.last):
-                self._mark(state, [state.last[idx]], "like", notes)
-        for ref in act.titles:
-            options = ref.match.options
-            if len(options) == 1:
-                self._mark(state, self._titles.same_item(options[0]), ref.polarity, notes, options[0])  # type: ignore[arg-type]
+                item = self.agent.items[state.last[idx]]
+                self._mark(state, [state.last[idx]], polarity)
+                ref = ItemRef(item_id=state.last[idx], title=item.title, year=item.year)
+                (done.rejected if polarity == "dislike" else done.liked_shown).append(ref)
+        for tref in act.titles:
+            match, options = tref.match, tref.match.options
+            if match.resolved is not None:
+                self._mark(state, self._titles.same_item(match.resolved), tref.polarity)
+                (done.liked if tref.polarity == "like" else done.disliked).append(match.resolved)
+                if match.fuzzy:
+                    done.fuzzy[match.resolved.natural_label()] = match.phrase
             elif options and state.pending is None:
-                state.pending = PendingChoice(phrase=ref.match.phrase, polarity=ref.polarity, options=options)  # type: ignore[arg-type]
+                state.pending = PendingChoice(phrase=match.phrase, polarity=tref.polarity, options=options)  # type: ignore[arg-type]
+                done.asking = True
             elif not options:
-                notes.append(f"I could not find {ref.match.phrase!r} in the catalogue.")
+                problems.append(f"I could not find {match.phrase!r} in the catalogue.")
         if act.genres:
             c.genres = list(dict.fromkeys([*c.genres, *act.genres])) if act.additive else list(act.genres)
         if act.excluded_genres:
             c.excluded_genres = list(dict.fromkeys([*c.excluded_genres, *act.excluded_genres]))
         c.excluded_genres = [g for g in c.excluded_genres if g not in act.genres]  # "now horror" re-allows it
         c.genres = [g for g in c.genres if g not in c.excluded_genres]
-        self._apply_years(state, act)
+        shown = [y for i in state.last if (y := self.agent.items[i].year) is not None]
+        done.relative_note = apply_years(c, act.year_reading(), shown, self._years)
         if act.k is not None:
             c.k = min(act.k, MAX_K)
         elif act.k_change == "shorter":
@@ -199,46 +219,15 @@ class ChatSession:
             c.k = min(MAX_K, c.k * 2)
         if act.query:
             c.query = act.query
+        return [t for t in (explain(act, c, done), *problems) if t]
 
-    def _apply_years(self, state: SessionState, act: DialogueAct) -> None:
-        c = state.constraints
-        if act.clear_years:
-            c.year_min = c.year_max = None
-        if act.years_given:
-            if act.year_min is not None and act.year_max is not None:
-                c.year_min, c.year_max = act.year_min, act.year_max
-            elif act.year_min is not None:
-                c.year_min = act.year_min
-            elif act.year_max is not None:
-                c.year_max = act.year_max
-        if act.relative:
-            shown = [y for i in state.last if (y := self.agent.items[i].year) is not None]
-            # Relative to the last answer; before any answer, to the catalogue's lower / upper quartile.
-            quartiles = statistics.quantiles(self._years, n=4) if len(self._years) > 1 else self._years * 3
-            # The other bound goes: after "the 80s", "older" means before what was shown, not 1980-1984.
-            if act.relative == "older":
-                c.year_max, c.year_min = (min(shown) - 1 if shown else int(quartiles[0])), None
-            else:
-                c.year_min, c.year_max = (max(shown) + 1 if shown else int(quartiles[2])), None
-        if c.year_min is not None and c.year_max is not None and c.year_min > c.year_max:
-            # The newest statement wins: keep the bound this message set, drop the other one.
-            if act.relative == "older" or (act.year_max is not None and act.year_min is None):
-                c.year_min = None
-            else:
-                c.year_max = None
-
-    def _mark(
-        self, state: SessionState, ids: list[str], polarity: str, notes: list[str], ref: ItemRef | None = None
-    ) -> None:
-        label = ref.label() if ref else self.agent.items[ids[0]].title
+    def _mark(self, state: SessionState, ids: list[str], polarity: str) -> None:
         if polarity == "like":
             state.liked = list(dict.fromkeys([*(i for i in state.liked if i not in ids), *ids]))
             state.disliked = [i for i in state.disliked if i not in ids]
-            notes.append(f"Noted that you like {label}.")
         else:
             state.disliked = list(dict.fromkeys([*state.disliked, *ids]))
             state.liked = [i for i in state.liked if i not in ids]
-            notes.append(f"Dropped {label}.")
 
     def _answer(
         self, state: SessionState, text: str, notes: list[str], keep_last: bool, t0: float, parse_ms: float
@@ -246,14 +235,17 @@ class ChatSession:
         recs, relaxed, clarification = None, [], None
         if state.pending is not None:
             clarification = state.pending.options
-            options = "; ".join(f"{n}. {o.label()}" for n, o in enumerate(clarification, 1))
-            reply = f"Which {state.pending.phrase!r} do you mean? {options}. Answer with a number, a year or the title."
+            reply = clarifying_question(state.pending.phrase, clarification)
         else:
             out = self._recommend(state, keep_last)
-            recs, relaxed = out.recs, out.relaxed
+            recs, relaxed = self._mentioned(state, out.recs), out.relaxed
+            out.recs = recs
             state.last = recs.item_ids()
             state.recommended = list(dict.fromkeys([*state.recommended, *state.last]))
-            reply = self._reply(state.constraints, out)
+            reply = list_reply(
+                state.constraints, out.applied, out.recs, self.agent.config.prompt.domain,
+                relaxed=out.relaxed, shortfall=out.shortfall, repeats=out.repeats,
+            )  # fmt: skip
         reply = " ".join([*notes, reply])
         timings = {"parse_ms": parse_ms}
         if recs is not None:
@@ -334,22 +326,21 @@ class ChatSession:
         liked = [i for i in state.liked if i in self.agent.items]
         return [i for i in base if i not in set(liked)] + liked  # liked in this chat = the newest history
 
-    def _reply(self, stated: ChatConstraints, out: _Outcome) -> str:
-        """'Here are 5 Comedy movies from the 1980s: A (1985), B (1982), C (1984) and 2 more.' plus what changed."""
-        domain, n = self.agent.config.prompt.domain, len(out.recs.items)
-        titles = [ItemRef(item_id=r.item_id, title=front_article(r.title), year=r.year).label() for r in out.recs.items]
-        listed = ", ".join(titles[:_SHOWN_TITLES]) + (f" and {n - _SHOWN_TITLES} more" if n > _SHOWN_TITLES else "")
-        what = describe_constraints(out.applied, domain, plural=n != 1)
-        parts = []
-        if out.relaxed:
-            wanted = describe_constraints(stated, domain)
-            parts.append(f"Nothing unseen matched {wanted}, so I dropped {' and '.join(out.relaxed)}.")
-        elif out.shortfall:
-            parts.append(f"Only {n} unseen {what} {'matches' if n == 1 else 'match'}.")
-        if out.repeats:
-            parts.append("Some earlier suggestions are back, as few new ones match.")
-        parts.append(f"Here {'is' if n == 1 else 'are'} {n} {what}: {listed}.")
-        return " ".join(parts)
+    def _mentioned(self, state: SessionState, recs: Recommendations) -> Recommendations:
+        """Reasons say "which you mentioned" about titles the user named in this chat but never watched."""
+        watched = set(self.agent.dataset.history(state.user_id)) if state.user_id else set()
+        titles = [t for i in state.liked if i not in watched and i in self.agent.items for t in self._names(i)]
+        if not titles:
+            return recs
+        items = [r.model_copy(update={"reason": mentioned_not_watched(r.reason, titles)}) for r in recs.items]
+        return recs.model_copy(update={"items": items})
+
+    def _names(self, item_id: str) -> list[str]:
+        title = self.agent.items[item_id].title
+        return list(dict.fromkeys([ItemRef(item_id=item_id, title=title).natural_label(), title]))
+
+    def _moods(self) -> MoodGuesser:
+        return mood_guesser(self.agent, self._genres)
 
     def _last_titles(self, state: SessionState) -> list[str]:
         return [self.agent.items[i].title for i in state.last if i in self.agent.items]
@@ -398,21 +389,6 @@ def open_session(
     return ChatSession(agent, state, store)
 
 
-_CATALOGUES: dict[int, tuple[Any, TitleIndex, list[str], list[int]]] = {}
 # (store path, session id) -> [turn lock, turns holding or waiting for it]; emptied as turns end
 _LOCKS: dict[tuple[str, str], list[Any]] = {}
 _LOCKS_GUARD = threading.Lock()
-
-
-def _catalogue(agent: RecommenderAgent) -> tuple[TitleIndex, list[str], list[int]]:
-    """Title index, genre names and years of the agent's catalogue, built once per dataset object."""
-    ds = agent.dataset
-    cached = _CATALOGUES.get(id(ds))
-    if cached is None or cached[0] is not ds:
-        items = ds.items
-        genres = sorted({g for it in items.values() for g in it.genres})
-        years = sorted(it.year for it in items.values() if it.year is not None) or [0]
-        if len(_CATALOGUES) > 8:
-            _CATALOGUES.clear()
-        cached = _CATALOGUES[id(ds)] = (ds, TitleIndex.from_items(items), genres, years)
-    return cached[1], cached[2], cached[3]

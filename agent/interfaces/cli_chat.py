@@ -7,14 +7,15 @@ Examples::
     reasonrec chat --session 3f2a9c...               # continue a stored conversation
     reasonrec chat -m "a funny sci-fi from the 80s" -m "not the second"   # scripted, no prompt
 
-In the REPL: /like N and /dislike N give a thumbs up or down to item N of the last list, /state shows
-what the session remembers, /quit (or Ctrl-D) leaves; the session id is printed so it can be resumed.
+In the REPL and in scripted `-m` turns: /like N and /dislike N give a thumbs up or down to item N of the
+last list, /state shows what the session remembers, /quit (or Ctrl-D) leaves; the session id is printed
+so it can be resumed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -59,10 +60,15 @@ def chat(
         _ = agent.ranker
     session_obj = open_session(agent, session, user_id=user, store=db, k=None if session else k)
     cli.console.print(f"[dim]session {session_obj.id} · resume with `reasonrec chat --session {session_obj.id}`[/dim]")
-    if message:
+    if message:  # scripted turns: the same commands as the REPL ("/state", "/like 2"), then exit
+        outcomes = []
         for text in message:
             cli.console.print(f"[bold cyan]you>[/bold cyan] {escape(text)}")
-            show_turn(session_obj.send(text))
+            outcomes.append(handle(session_obj, text.strip()))
+            if outcomes[-1] == "quit":
+                break
+        if "error" in outcomes:  # a script learns that a turn failed; the later turns still ran
+            raise typer.Exit(1)
         return
     cli.console.print(f"[dim]Tell me what you are in the mood for. {_HELP}[/dim]")
     repl(session_obj)
@@ -76,21 +82,30 @@ def repl(session: Any) -> None:
         except (EOFError, KeyboardInterrupt):
             cli.console.print()
             return
-        if not text:
-            continue
-        if text in ("/quit", "/exit", "/q"):
+        if text and handle(session, text) == "quit":
             return
-        try:
-            if text == "/state":
-                cli.console.print_json(session.state.model_dump_json(exclude={"turns"}))
-            elif text.startswith(("/like", "/dislike")):
-                show_turn(session.feedback(_item_of_last(session, text), liked=text.startswith("/like")))
-            elif text.startswith("/"):
-                cli.console.print(f"[yellow]unknown command {escape(text)!r}; {_HELP}[/yellow]")
-            else:
-                show_turn(session.send(text))
-        except ReasonRecError as e:
-            cli.err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
+
+
+def handle(session: Any, text: str) -> Literal["ok", "error", "quit"]:
+    """One line of input: a command (/state, /like N, /dislike N, /quit) or a message.
+
+    A mistake is shown as one line and the chat goes on, in the REPL and in scripted `-m` turns alike.
+    """
+    if text in ("/quit", "/exit", "/q"):
+        return "quit"
+    try:
+        if text == "/state":
+            cli.console.print_json(session.state.model_dump_json(exclude={"turns"}))
+        elif text.split(maxsplit=1)[0] in ("/like", "/dislike"):
+            show_turn(session.feedback(_item_of_last(session, text), liked=text.startswith("/like")))
+        elif text.startswith("/"):
+            cli.console.print(f"[yellow]unknown command {escape(text)!r}; {_HELP}[/yellow]")
+        else:
+            show_turn(session.send(text))
+    except ReasonRecError as e:
+        cli.err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
+        return "error"
+    return "ok"
 
 
 def show_turn(turn: Any) -> None:
@@ -98,7 +113,7 @@ def show_turn(turn: Any) -> None:
     cli.console.print(f"[bold green]reasonrec>[/bold green] {escape(turn.reply)}")
     if turn.clarification:
         for n, ref in enumerate(turn.clarification, 1):
-            cli.console.print(f"  {n}. {escape(ref.label())}")
+            cli.console.print(f"  {n}. {escape(ref.natural_label())}")
     if turn.recommendations is not None:
         cli.console.print(cli.recommendations_table(turn.recommendations, f"turn {turn.turn}"))
     c = turn.constraints
