@@ -94,9 +94,7 @@ def build_examples(
     labels, label_tok = label_token_ids(tok, cfg.n_candidates)
     token_of = dict(zip(labels, label_tok, strict=True))
     users = _select(split.user_ids(), cfg.train_users, cfg.seed)
-    # Reason targets state the evidence serving conditions on, co-watch counts from the train side only.
-    train_seqs = {u: list(split.get(u).train) for u in split.user_ids()}
-    reason_data = ReasonData(items, CooccurrenceSource.fit(train_seqs, items=items))
+    reason_data: ReasonData | None = None  # fitted at the first reason example (a rank-only run never pays)
     domain = prompter.config.prompt.domain
     out: list[TrainExample] = []
     for n, user in enumerate(users):
@@ -121,6 +119,7 @@ def build_examples(
             out.append(TrainExample("rank", user, prompt, answer, ids, cands.index(target)))
             if rng.random() < cfg.reason_share:
                 item = items[picks[int(rng.integers(len(picks)))]]
+                reason_data = reason_data or _reason_data(items, split)
                 ev = assemble([item], history, None, reason_data, domain)[0]
                 text, opener = prompter.reason_text(history, item, None, ev)
                 # serving starts the reason with this opener and the same facts: learn to continue it
@@ -129,6 +128,12 @@ def build_examples(
         if progress:
             progress(n + 1, len(users))
     return out
+
+
+def _reason_data(items: dict[str, Item], split: Split) -> ReasonData:
+    """Reason targets state the evidence serving conditions on, with co-watch counts from the train side only."""
+    train = {u: list(split.get(u).train) for u in split.user_ids()}
+    return ReasonData(items, CooccurrenceSource.fit(train, items=items))
 
 
 def _select(user_ids: list[str], n: int | None, seed: int) -> list[str]:
