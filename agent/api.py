@@ -112,6 +112,14 @@ class RecommenderAgent:
                 self._generator = self._fused_source(train=None)
         return self._generator
 
+    @property
+    def text_store(self) -> Any:
+        """The Chroma text store (title search and mood words in chat), from the semantic source; None without one."""
+        source = self.candidate_source
+        semantic = getattr(source, "sources", {}).get("semantic")
+        inner = getattr(semantic, "source", semantic)  # a LazySource builds the text source here, once
+        return getattr(inner, "store", None) or getattr(source, "store", None)
+
     def _fused_source(self, train: bool | None, progress: Progress | None = None) -> CandidateSource:
         from reasonrec.agent.candidates import build_candidate_source
 

@@ -38,7 +38,7 @@ def mood_guesser(agent: RecommenderAgent, genres: list[str]) -> MoodGuesser:
     from reasonrec.retrieval import Embedder
 
     rc = agent.config.retrieval
-    embedder = getattr(getattr(agent.candidate_source, "store", None), "embedder", None)
+    embedder = getattr(agent.text_store, "embedder", None)
     key = f"{rc.embedding_model}:{id(embedder)}" if embedder is not None else rc.embedding_model
     if key not in _MOODS:
         _MOODS.clear()

@@ -346,7 +346,7 @@ class ChatSession:
         return [self.agent.items[i].title for i in state.last if i in self.agent.items]
 
     def _search(self, text: str, n: int) -> list[str]:
-        store = getattr(self.agent.candidate_source, "store", None)
+        store = self.agent.text_store
         return [h.item_id for h in store.query(text=text, n=n)] if store is not None else []
 
 
