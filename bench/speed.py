@@ -8,8 +8,9 @@ demo`), warm: one unmeasured run first fills the caches (converted model, Chroma
 of `--repeats` runs. The server figures come from one `reasonrec serve` per mode on 127.0.0.1:
 - default mode, 1 client: chat turns through the streaming endpoint, time to the first `cards` event and
   to `done` (the complete answer), p50 over `--turns` messages;
-- scoring mode: `--single` requests one at a time, then `--requests` from `--clients` concurrent clients
-  (bench/load_test.py), in the same server run, so their throughput ratio is what micro-batching buys.
+- scoring mode: `--single` requests one at a time (half before, half after), and `--requests` from
+  `--clients` concurrent clients (bench/load_test.py) in the same server run: their throughput ratio is
+  what micro-batching buys.
 The format is `bench/results/speed_cpu.json` in ../shared/protocols.md, plus the load average.
 """
 
@@ -93,15 +94,18 @@ def measure_server(a: argparse.Namespace, tmp: Path, users: list[str]) -> tuple[
         chat = asyncio.run(chat_turns(srv.url, a.turns))
     with ServerProcess(server_args("scoring", a.threads, tmp, a.clients), startup_timeout_s=900) as srv:
         asyncio.run(run_load(srv.url, users, 4, 1, seed=99))  # warm-up: first forward passes, allocator
-        single = asyncio.run(run_load(srv.url, users, a.single, 1, seed=1))
+        # One-at-a-time before and after the concurrent phase: the machine's load drifts during a run.
+        singles = [asyncio.run(run_load(srv.url, users, a.single // 2, 1, seed=1))]
         many = asyncio.run(run_load(srv.url, users, a.requests, a.clients, seed=2))
+        singles.append(asyncio.run(run_load(srv.url, users, a.single - a.single // 2, 1, seed=3)))
+    single_rps = sum(s.answered for s in singles) / sum(s.wall_s for s in singles)
     errors = many.requests - many.answered
     server = {
         "clients": a.clients, "requests": many.requests, "mode": "scoring",
-        "throughput_rps": round(many.throughput_rps, 3), "one_at_a_time_rps": round(single.throughput_rps, 3),
-        "ratio": round(many.throughput_rps / single.throughput_rps, 2) if single.throughput_rps else None,
+        "throughput_rps": round(many.throughput_rps, 3), "one_at_a_time_rps": round(single_rps, 3),
+        "ratio": round(many.throughput_rps / single_rps, 2) if single_rps else None,
         "p50_ms": round(many.latency_ms.get("p50", 0.0)), "p99_ms": round(many.latency_ms.get("p99", 0.0)),
-        "one_at_a_time_p50_ms": round(single.latency_ms.get("p50", 0.0)), "errors": errors,
+        "one_at_a_time_rps_before_after": [round(s.throughput_rps, 3) for s in singles], "errors": errors,
         "status_counts": many.status_counts,
     }  # fmt: skip
     return chat, server
