@@ -278,7 +278,8 @@ def warm_up(agent: RecommenderAgent) -> None:
 
     Why: otherwise the first request pays 10-30 s and may time out its client.
     """
-    _ = agent.candidate_source
+    for source in getattr(agent.candidate_source, "sources", {}).values():
+        getattr(source, "source", None)  # a LazySource (the semantic one) opens Chroma now
     _ = agent.ranker
     agent.setup_clock.take()  # paid at start-up, not by the first request: its setup_ms stays 0
 
