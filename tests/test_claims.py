@@ -132,3 +132,30 @@ def test_choose_reasons_replaces_false_and_repeated_model_reasons(setup):
     assert [s.source for s in shown] == ["template", "model", "template"]
     assert [s.model_faithful for s in shown] == [False, True, True]
     assert all(s.faithful for s in shown) and checker.all_distinct([s.text for s in shown])
+
+
+def test_faithful_processor_masks_false_genre_words_and_numbers(setup, lm):
+    """With the real SmolLM2 tokenizer: a non-thriller cannot be called a "thrill(er)", however the word
+    is split into tokens; its own genre and year stay writable, other numbers do not."""
+    import torch
+
+    from reasonrec.agent.ranking.faithful import FaithfulLogitsProcessor, row_facts
+
+    _, items, history = setup
+    tok = lm.tokenizer
+    ev = assemble([items["367"]], history, None, ReasonData(items), "movie")[0]  # Clueless: Comedy, 1995
+    proc = FaithfulLogitsProcessor(tok, [row_facts(tok, ev)], prompt_len=0)
+    enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+    out = proc(torch.tensor([enc(" is a")]), torch.zeros(1, len(tok)))
+    for banned in (" thrill", " horror", " Thr"):
+        if len(enc(banned)) == 1 and banned != " Thr":
+            assert out[0, enc(banned)[0]] == float("-inf"), banned
+    assert out[0, enc(" comedy")[0]] == 0.0
+    split = FaithfulLogitsProcessor(tok, [row_facts(tok, ev)], prompt_len=0)
+    thr = tok.convert_tokens_to_ids(tok.tokenize(" Thr"))
+    if len(thr) == 1 and len(enc("ill")) == 1:  # " Thr" + "ill": a split the tokenizer would not choose
+        out = split(torch.tensor([enc(" is a") + thr]), torch.zeros(1, len(tok)))
+        assert out[0, enc("ill")[0]] == float("-inf")
+    digits = FaithfulLogitsProcessor(tok, [row_facts(tok, ev)], prompt_len=0)
+    out = digits(torch.tensor([enc(" from 19")]), torch.zeros(1, len(tok)))
+    assert out[0, enc("9")[-1]] == 0.0 and out[0, enc("7")[-1]] == float("-inf")  # 1995 yes, 197x no

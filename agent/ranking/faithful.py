@@ -84,14 +84,29 @@ def _genre_slot(tokenizer: Any, genres: tuple[str, ...]) -> tuple[tuple[int, ...
 def _banned_words(tokenizer: Any, genres: frozenset[str], decade: int | None) -> Trie:
     words = [w for w, g in GENRE_WORDS.items() if g not in genres]
     words += [w for w, d in DECADE_WORDS.items() if d != decade]
+    pieces = _vocab_text(tokenizer)
     trie: dict[tuple[int, ...], set[int]] = {}
     for w in words:
-        for form in {w, w.capitalize(), w + "s"}:
+        for form in {w, w.capitalize(), w.title(), w + "s"}:
             for text in (" " + form, form):
                 ids = tokenizer.encode(text, add_special_tokens=False)
                 if ids:
                     trie.setdefault(tuple(ids[:-1]), set()).add(ids[-1])
+                # A model may spell a word in two pieces the tokenizer would not choose (" Thr" + "ill"): ban those too.
+                for cut in range(1, len(text)):
+                    a, b = pieces.get(text[:cut]), pieces.get(text[cut:])
+                    if a is not None and b is not None:
+                        trie.setdefault((a,), set()).add(b)
     return {k: frozenset(v) for k, v in trie.items()}
+
+
+@lru_cache(maxsize=8)
+def _vocab_text(tokenizer: Any) -> dict[str, int]:
+    """Decoded text -> token id, for every vocabulary token (the first id where two decode alike)."""
+    out: dict[str, int] = {}
+    for i in sorted(tokenizer.get_vocab().values()):
+        out.setdefault(tokenizer.decode([i]), i)
+    return out
 
 
 @lru_cache(maxsize=8)
