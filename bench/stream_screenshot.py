@@ -28,7 +28,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--message", default="a funny sci-fi from the 80s")
+    p.add_argument("--message", default="a funny sci-fi")
     p.add_argument("--out", type=Path, default=OUT)
     a = p.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
