@@ -277,7 +277,8 @@ def build_ranker(
     if batch_size is not None:  # the flag overrides the agent config only when it was given
         cfg.ranker.batch_size = batch_size
     cfg.model.adapter = adapter if kind == "lora" else None
-    return RecommenderAgent(cfg, dataset=agent.dataset), None
+    # The split's sources (fitted on pre-test items): ranking features and reasons' co-watch counts see no test item.
+    return RecommenderAgent(cfg, dataset=agent.dataset, candidate_source=agent.candidate_source), None
 
 
 _MASK_NOTES = {
