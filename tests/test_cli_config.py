@@ -88,6 +88,7 @@ def test_evaluate_batch_size_comes_from_the_agent_config_unless_given(monkeypatc
 
     class _DatasetOwner:
         dataset = None
+        candidate_source = None  # the evaluation's split source; None: the agent builds its own
 
     def built(batch_size):
         agent, _ = baselines.build_ranker(
