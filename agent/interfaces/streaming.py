@@ -126,12 +126,13 @@ def add_stream_routes(app: FastAPI, agent: RecommenderAgent, gate: Any, store: A
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy may hold the events back
 
     @app.post(
-        "/v1/sessions/{session_id}/messages/stream", tags=["chat"], response_class=StreamingResponse,
+        "/v1/sessions/{session_id}/messages/stream", tags=["chat"],
+        response_class=StreamingResponse, response_model=None,
         responses={**_SSE_DOC, **error_responses(400, 404, 413, 415, 422, 429, 503)},
     )  # fmt: skip
     async def send_message_stream(
         body: MessageIn, session_id: str = Path(max_length=MAX_ID_CHARS, description="The session's `id`.")
-    ) -> StreamingResponse:
+    ) -> Any:
         """Send one message; the answer streams: cards once ranked, reasons as written, then the turn."""
         try:
             chat = agent.chat_session(session_id, store=store)  # an unknown session: 404 before any stream
@@ -141,10 +142,10 @@ def add_stream_routes(app: FastAPI, agent: RecommenderAgent, gate: Any, store: A
         return StreamingResponse(events, media_type=MEDIA_TYPE, headers=headers)
 
     @app.post(
-        "/v1/recommend/stream", tags=["recommend"], response_class=StreamingResponse,
+        "/v1/recommend/stream", tags=["recommend"], response_class=StreamingResponse, response_model=None,
         responses={**_SSE_DOC, **error_responses(400, 404, 409, 413, 415, 422, 429, 503)},
     )  # fmt: skip
-    async def recommend_stream(body: RecommendRequest) -> StreamingResponse:
+    async def recommend_stream(body: RecommendRequest) -> Any:
         """`/v1/recommend`, streamed: cards once ranked, reasons as written, then the Recommendations."""
         if body.where is not None:
             check_where(body.where)
