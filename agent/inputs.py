@@ -35,6 +35,9 @@ def load_dataset_spec(spec: str) -> Dataset:
     )
 
 
+FACTS_TOKENS = 256  # the evidence lines of a reason prompt (a few sentences of at most 300 characters)
+
+
 def fit_prompt_history(
     lm: LoadedModel, config: AgentConfig, prompter: Prompter, history: list[Item], cands: list[Item], k: int,
     query: str | None,
@@ -66,7 +69,8 @@ def fit_prompt_history(
         longest = max(cands, key=lambda it: len(it.title) + len(it.description[: pc.max_description_chars]))
         reason = prompter.reason_tokens()
         reason_prompt = lambda h: render_reason_messages(h, longest, query, pc)  # noqa: E731
-        n = fit_history(history, reason_prompt, count, limit - reason - 16, n)  # at most n
+        # + room for the pick's evidence lines, which reason.jinja lists and which exist only after ranking
+        n = fit_history(history, reason_prompt, count, limit - reason - 16 - FACTS_TOKENS, n)  # at most n
     return history if n == min(len(history), pc.max_history) else history[len(history) - n :]
 
 
