@@ -33,10 +33,18 @@ def validate_where(where: Mapping[str, Any]) -> None:
         where: e.g. {"$and": [{"genre_Comedy": True}, {"year": {"$lt": 1990}}]}.
 
     Raises:
-        ConfigError: not a one-key dict, an unknown `$` operator (named in the message), a bad operand.
+        ConfigError: not a one-key dict, an unknown `$` operator (named in the message), a bad operand;
+            the message starts "invalid `where` filter", as the Chroma store's own check does.
     """
+    try:
+        _validate(where)
+    except ConfigError as e:
+        raise ConfigError(f"invalid `where` filter: {e}") from None
+
+
+def _validate(where: Any) -> None:
     if not isinstance(where, Mapping) or len(where) != 1:
-        raise ConfigError(f"a `where` filter must be a dict with exactly one key, got {where!r}")
+        raise ConfigError(f"`where` must be a non-empty dict with exactly one key, got {where!r}")
     ((key, value),) = where.items()
     if not isinstance(key, str):
         raise ConfigError(f"`where` keys must be strings, got {key!r}")
@@ -44,7 +52,7 @@ def validate_where(where: Mapping[str, Any]) -> None:
         if not isinstance(value, list) or len(value) < 2:
             raise ConfigError(f"`{key}` expects a list of at least two filters, got {value!r}")
         for sub in value:
-            validate_where(sub)
+            _validate(sub)
         return
     if key.startswith("$"):
         raise ConfigError(
