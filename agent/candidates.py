@@ -106,23 +106,28 @@ def _sequence_model(seqs: Mapping[str, Sequence[str]], config: AgentConfig, trai
     return model
 
 
-_RANKS: OrderedDict[tuple[int, tuple[str, ...], str | None], dict[str, dict[str, int]]] = OrderedDict()
-_RANKS_MAX = 4096  # (source, history, query) -> ranks: every row of an evaluation asks for the same lists
+_RANKS_MAX = 4096  # (history, query) -> ranks per source: every row of an evaluation asks for the same lists
 
 
 def _source_ranks(source: FusedSource, history: list[str], query: str | None) -> dict[str, dict[str, int]]:
-    """Item -> {source name: 1-based rank} over each source's top `depth`, cached per (source, history, query)."""
-    key = (id(source), tuple(history), query)
-    if key in _RANKS:
-        _RANKS.move_to_end(key)
-        return _RANKS[key]
+    """Item -> {source name: 1-based rank} over each source's top `depth`, cached on the source itself.
+
+    Why on the source: a module-level cache keyed by id(source) could hand a new source the ranks of a
+    collected one that had the same id.
+    """
+    cache: OrderedDict[tuple[tuple[str, ...], str | None], dict[str, dict[str, int]]]
+    cache = source.__dict__.setdefault("_rank_cache", OrderedDict())
+    key = (tuple(history), query)
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
     ranks: dict[str, dict[str, int]] = {}
     for name, cands in source.collect(history, source.depth, query=query).items():
         for r, c in enumerate(cands, start=1):
             ranks.setdefault(c.item_id, {}).setdefault(name, r)
-    _RANKS[key] = ranks
-    if len(_RANKS) > _RANKS_MAX:
-        _RANKS.popitem(last=False)
+    cache[key] = ranks
+    if len(cache) > _RANKS_MAX:
+        cache.popitem(last=False)
     return ranks
 
 
