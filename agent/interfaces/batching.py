@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reasonrec.agent.interfaces.http_errors import ServerBusyError
 from reasonrec.errors import ConfigError
 
 DEFAULT_WINDOW_MS = 5.0
@@ -89,12 +88,7 @@ class MicroBatcher:
                 `agent.recommend` raises for this request.
         """
         if self.load() >= self.gate.capacity:
-            wait = self.gate.retry_after_s()
-            raise ServerBusyError(
-                f"server busy: {self.load()} requests are running or queued "
-                f"(capacity {self.gate.capacity}); retry after {wait} s",
-                retry_after_s=wait,
-            )
+            raise self.gate.busy(self.load())
         job = RecommendJob(**kwargs, future=asyncio.get_running_loop().create_future())
         self._in_flight += 1
         try:

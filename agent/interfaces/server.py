@@ -83,6 +83,15 @@ class ModelGate:
     def pending(self) -> int:
         return self._pending
 
+    def busy(self, held: int) -> ServerBusyError:
+        """The one refusal wording (direct gate jobs and the batcher's requests say the same)."""
+        wait = self.retry_after_s()
+        return ServerBusyError(
+            f"server busy: {held} requests are running or queued (max_queue={self.max_queue}, "
+            f"capacity {self.capacity}); retry after {wait} s",
+            retry_after_s=wait,
+        )
+
     def retry_after_s(self) -> int:
         """Seconds until the queue has likely drained by one slot (at least 1)."""
         return max(1, math.ceil(self._service_s))
@@ -94,12 +103,7 @@ class ModelGate:
             ServerBusyError: `capacity` jobs are already running or waiting.
         """
         if self._pending >= self.capacity:
-            wait = self.retry_after_s()
-            raise ServerBusyError(
-                f"server busy: {self._pending} requests are running or queued (max_queue={self.max_queue}); "
-                f"retry after {wait} s",
-                retry_after_s=wait,
-            )
+            raise self.busy(self._pending)
         self._pending += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
