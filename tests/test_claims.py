@@ -159,3 +159,45 @@ def test_faithful_processor_masks_false_genre_words_and_numbers(setup, lm):
     digits = FaithfulLogitsProcessor(tok, [row_facts(tok, ev)], prompt_len=0)
     out = digits(torch.tensor([enc(" from 19")]), torch.zeros(1, len(tok)))
     assert out[0, enc("9")[-1]] == 0.0 and out[0, enc("7")[-1]] == float("-inf")  # 1995 yes, 197x no
+
+
+# (model text, opener, what trim_loop makes of it): a loop is cut back at a clause boundary past the opener
+TRIM_CASES = [
+    ("Like Amistad, it's a drama, but the story is a drama.", "Like Amistad, it", "Like Amistad, it's a drama."),
+    ("Like Good Will Hunting, it's a drama, it’s a drama;", "Like Good Will Hunting, it",
+     "Like Good Will Hunting, it's a drama."),
+    ("Like In & Out, it's a comedy, it has a great story, it is a comedy.", "Like In & Out, it",
+     "Like In & Out, it's a comedy, it has a great story."),
+    ("Like Fargo, it is a crime story.", "Like Fargo, it", "Like Fargo, it is a crime story."),  # no loop: as is
+    ("A drama drama drama about a drama.", "", None),  # the first clause loops: nothing to keep
+    ("Like L.A. Confidential, it's a crime, it was a crime;", "Like L.A. Confidential, it",
+     "Like L.A. Confidential, it's a crime."),  # the opener's own comma is no cut
+    ("A comedy, a comedy, a comedy.", "A comedy", None),  # only the opener would be left
+]
+
+
+@pytest.mark.parametrize(("text", "opener", "want"), TRIM_CASES, ids=[c[2] or "none" for c in TRIM_CASES])
+def test_trim_loop_keeps_the_longest_start_that_does_not_loop(text, opener, want):
+    from reasonrec.agent.ranking.faithful import degenerate, trim_loop
+
+    got = trim_loop(text, opener)
+    assert got == want
+    assert got is None or not degenerate(got)
+
+
+def test_trimmed_model_reasons_are_still_checked(setup):
+    """A looping reason is shown cut back, as the model's, only when the cut text passes the checker: a false
+    first clause ("horror" for Clueless) still reads unfaithful and is replaced."""
+    checker, items, history = setup
+    data = ReasonData(items)
+    picks = [items[i] for i in ("367", "25", "1")]
+    evs = assemble(picks, history, None, data, "movie")
+    texts = ["Like Up in Smoke, it's a horror, it's a horror, it's a horror.",  # false first clause: replaced
+             "Like Up in Smoke, it's a comedy, but the story is a comedy.",  # true first clause: shown cut
+             "Like Up in Smoke, it's a great pick, it is a pick, a pick."]  # cut: nothing about the item  # fmt: skip
+    shown = choose_reasons(picks, texts, evs, history, None, data, "movie")
+    assert [s.source for s in shown] == ["template", "model", "template"]
+    assert shown[1].text == "Like Up in Smoke, it's a comedy."
+    assert shown[0].model_faithful is False and shown[2].model_specific is False
+    false = checker.check("Like Up in Smoke, it's a horror.", items["367"], history).false_claims
+    assert "horror" in {c.text for c in false}

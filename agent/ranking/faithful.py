@@ -245,6 +245,28 @@ def degenerate(text: str) -> bool:
     return any(c >= 3 for c in content.values()) or any(c >= 2 for c in pairs.values())
 
 
+_CLAUSE_END = re.compile(r"[,;:](?=\s|$)")
+
+
+def trim_loop(text: str, opener: str = "") -> str | None:
+    """A looping sentence cut back to its longest start that does not loop, at a clause boundary past the
+    opener; the text itself when it does not loop; None when even its first clause loops.
+
+    Why: the small model in constrained generative mode mostly writes a true first clause and then loops
+    ("Like Amistad, it's a drama, but the story is a drama."). Dropping the whole sentence cost the user
+    the model's true words; the cut keeps them ("Like Amistad, it's a drama."), and the cut text is what
+    the claim checker then judges, so a false first clause is still rejected.
+    """
+    if not degenerate(text):
+        return text
+    start = len(opener.strip()) if opener and text.startswith(opener.strip()) else 0
+    for m in reversed([m for m in _CLAUSE_END.finditer(text) if m.start() > start]):
+        head = text[: m.start()].rstrip()
+        if not degenerate(head):
+            return head + "."
+    return None
+
+
 @dataclass(frozen=True)
 class ShownReason:
     """The decision for one item's reason, and the checks behind it."""
@@ -263,7 +285,7 @@ def choose_reasons(
     query: str | None, data: ReasonData, domain: str,
 ) -> list[ShownReason]:  # fmt: skip
     """Each item's shown reason: the model's when usable, faithful, specific and unlike the ones before, else
-    the reason built from the item's evidence.
+    the reason built from the item's evidence. A looping model text is judged (and shown) as `trim_loop` cuts it.
 
     Args:
         items, texts, evidence: the list in rank order, the model's text per item (None: none), its evidence.
@@ -275,7 +297,8 @@ def choose_reasons(
     shown: list[ShownReason] = []
     for item, text, ev in zip(items, texts, evidence, strict=True):
         mine: ReasonCheck | None = None
-        if text and usable_reason(text, item) and not restates_question(text) and not degenerate(text):
+        text = trim_loop(text, ev.opener) if text else None
+        if text and usable_reason(text, item) and not restates_question(text):
             mine = checker.check(text, item, history, query, opener=ev.opener)
             # Specific too: a sentence naming nothing checkable about the item is no reason to show.
             if mine.faithful and mine.specific and not any(checker.alike(text, s.text) for s in shown):
