@@ -164,14 +164,23 @@ def test_faithful_processor_masks_false_genre_words_and_numbers(setup, lm):
 # (model text, opener, what trim_loop makes of it): a loop is cut back at a clause boundary past the opener
 TRIM_CASES = [
     ("Like Amistad, it's a drama, but the story is a drama.", "Like Amistad, it", "Like Amistad, it's a drama."),
-    ("Like Good Will Hunting, it's a drama, it’s a drama;", "Like Good Will Hunting, it",
-     "Like Good Will Hunting, it's a drama."),
-    ("Like In & Out, it's a comedy, it has a great story, it is a comedy.", "Like In & Out, it",
-     "Like In & Out, it's a comedy, it has a great story."),
+    (
+        "Like Good Will Hunting, it's a drama, it’s a drama;",
+        "Like Good Will Hunting, it",
+        "Like Good Will Hunting, it's a drama.",
+    ),
+    (
+        "Like In & Out, it's a comedy, it has a great story, it is a comedy.",
+        "Like In & Out, it",
+        "Like In & Out, it's a comedy, it has a great story.",
+    ),
     ("Like Fargo, it is a crime story.", "Like Fargo, it", "Like Fargo, it is a crime story."),  # no loop: as is
     ("A drama drama drama about a drama.", "", None),  # the first clause loops: nothing to keep
-    ("Like L.A. Confidential, it's a crime, it was a crime;", "Like L.A. Confidential, it",
-     "Like L.A. Confidential, it's a crime."),  # the opener's own comma is no cut
+    (
+        "Like L.A. Confidential, it's a crime, it was a crime;",
+        "Like L.A. Confidential, it",
+        "Like L.A. Confidential, it's a crime.",
+    ),  # the opener's own comma is no cut
     ("A comedy, a comedy, a comedy.", "A comedy", None),  # only the opener would be left
 ]
 
@@ -201,3 +210,13 @@ def test_trimmed_model_reasons_are_still_checked(setup):
     assert shown[0].model_faithful is False and shown[2].model_specific is False
     false = checker.check("Like Up in Smoke, it's a horror.", items["367"], history).false_claims
     assert "horror" in {c.text for c in false}
+
+
+def test_alike_is_symmetric(setup):
+    """SequenceMatcher scores these two 0.90 one way and 0.88 the other: serving (new vs shown) let the second
+    through while the evaluation's distinct check (first vs second) counted the list as repeating."""
+    checker, _, _ = setup
+    a = "Like Titanic, it is an action and thriller movie from 1997."
+    b = "Like The Princess Bride, it is an action and adventure movie from 1997."
+    assert checker.alike(a, b) and checker.alike(b, a)
+    assert not checker.alike(a, "Like Matilda, it is a children's and comedy movie from 1997.")

@@ -277,7 +277,9 @@ class ClaimChecker:
         if na == nb:
             return True
         ma, mb = normalise(self._mask(a)), normalise(self._mask(b))
-        return difflib.SequenceMatcher(None, ma, mb).ratio() >= NEAR_DUPLICATE
+        # Both orders: SequenceMatcher's ratio is not symmetric (its junk heuristic and tie-breaks depend on
+        # which side is `b`), and serving asks alike(new, shown) while evaluation asks alike(first, second).
+        return max(difflib.SequenceMatcher(None, x, y).ratio() for x, y in ((ma, mb), (mb, ma))) >= NEAR_DUPLICATE
 
     def all_distinct(self, reasons: Sequence[str]) -> bool:
         """No two reasons of one list are alike."""
