@@ -6,7 +6,9 @@
 `reasonrec evaluate` with llm_k=5 (the CLI has no flag for it) and bench/configs/reasons_cpu.yaml. Every
 batch's Recommendations are appended to ~/.cache/reasonrec/bench/ckpt_<mode>.jsonl as they come, so a run on a
 shared CPU that is stopped early still leaves the lists it ranked (the reasons block can be computed
-from them with finetune.evaluation.reasons.reason_rates).
+from them with finetune.evaluation.reasons.reason_rates). `bench/reasons_report.py <mode> --commit <sha>` then
+writes the results file from that checkpoint (a PARTIAL row when the run was stopped) with an independent
+recount of every shown reason against the users' pre-test interactions.
 """
 
 from __future__ import annotations
