@@ -131,6 +131,26 @@ def _source_ranks(source: FusedSource, history: list[str], query: str | None) ->
     return ranks
 
 
+def _fill_global_ranks(
+    source: FusedSource,
+    history: list[str],
+    candidates: Sequence[str],
+    query: str | None,
+    ranks: dict[str, dict[str, int]],
+) -> dict[str, dict[str, int]]:
+    """`ranks` plus, for candidates a source did not return among its top `depth`, the rank it would give
+    them over the whole catalogue (retrieval/ranks.py): a caller's own list is scored by every source."""
+    from reasonrec.retrieval.ranks import safe_global_ranks
+
+    out = {item: dict(r) for item, r in ranks.items()}
+    for name, src in source.sources.items():
+        missing = [c for c in candidates if name not in out.get(c, {})]
+        if missing:
+            for item, r in safe_global_ranks(src, history, missing, query).items():
+                out.setdefault(item, {})[name] = r
+    return out
+
+
 def ranking_features(
     source: CandidateSource,
     history: list[str],
@@ -139,9 +159,11 @@ def ranking_features(
     known: Sequence[Candidate] | None = None,
 ) -> list[dict[str, float]]:
     """Per candidate: each source's weighted reciprocal-rank term (x k, so a source's top item is ~1) and
-    their sum under "fusion"; a source that did not rank an item among its `depth` contributes 0.
+    their sum under "fusion". A candidate a source did not return among its `depth` gets the rank that
+    source gives it over the whole catalogue; a source that cannot score it at all contributes 0.
 
-    `known`: the candidates as the fused source returned them (their `ranks` are reused, no query runs).
+    `known`: the candidates as the fused source returned them (their `ranks` are reused, no query runs;
+    a source that did not propose one of them contributes 0, as in the fused order the user was shown).
     """
     if not isinstance(source, FusedSource):
         return [{} for _ in candidates]
@@ -152,7 +174,7 @@ def ranking_features(
         scale = source.k if source.method == "rrf" else 1.0
         fused = {c.item_id: scale * c.score for c in known}
     else:
-        ranks = _source_ranks(source, history, query)
+        ranks = _fill_global_ranks(source, history, candidates, query, _source_ranks(source, history, query))
     out = []
     for item in candidates:
         terms = {
