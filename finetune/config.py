@@ -49,6 +49,12 @@ class TrainConfig(Buildable):
     lm_loss_weight: NonNegativeFloat = Field(
         0.5, description="Weight of the token loss on the whole answer (the ranked list with reasons)."
     )
+    retrieval_offset: NonNegativeFloat = Field(
+        0.0,
+        description="b: the label loss (and validation) read logit_LM + b x each candidate's fused retrieval "
+        "score, so the LM learns the residual over retrieval (finetune/offsets.py); 0 = the LM alone. Serve "
+        "with candidates.lm_weight 1 and retrieval_weight b, or refit both with `reasonrec calibrate --fusion`.",
+    )
     # --- LoRA -------------------------------------------------------------------------------------
     lora_r: PositiveInt = Field(16, description="LoRA rank.")
     lora_alpha: PositiveInt = Field(32, description="LoRA scaling numerator (alpha / r scales the update).")

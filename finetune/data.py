@@ -42,6 +42,7 @@ class TrainExample:
     answer: str  # what the model should write next; only these tokens carry loss
     label_ids: tuple[int, ...] = ()  # rank: the candidates' label token ids, in prompt order
     target: int = -1  # rank: index into label_ids of the true next item
+    offsets: tuple[float, ...] = ()  # rank, with a retrieval offset: fused score per candidate (finetune/offsets.py)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,13 @@ def co_liked_reason(item: Item, history: Sequence[Item], knn: Any) -> str:
 
 
 def build_examples(
-    agent: Any, split: Split, cfg: TrainConfig, knn: Any, prompter: Any, progress: Progress | None = None
+    agent: Any,
+    split: Split,
+    cfg: TrainConfig,
+    knn: Any,
+    prompter: Any,
+    progress: Progress | None = None,
+    offsets: Callable[[list[str], list[str]], tuple[float, ...]] | None = None,
 ) -> list[TrainExample]:
     """Every training example of the run, deterministic for a given config and dataset.
 
@@ -81,6 +88,7 @@ def build_examples(
         knn: finetune.baselines.ItemKNNRanker over the split's train side (orders picks 2..k).
         prompter: the `Prompter` whose `prompt_text` renders served rank prompts.
         progress: called as progress(done_users, total_users).
+        offsets: (history ids, candidate ids) -> each candidate's retrieval offset; None = no offsets.
 
     Returns:
         Rank examples for each (user, position), plus about `reason_share` as many reason examples.
@@ -116,7 +124,8 @@ def build_examples(
                 lines.append(f"{by_item[iid]}] {why}")
             answer = "\n[".join(lines) + "\n"
             ids = tuple(token_of[by_item[c]] for c in cands)
-            out.append(TrainExample("rank", user, prompt, answer, ids, cands.index(target)))
+            off = offsets(hist_ids, cands) if offsets else ()
+            out.append(TrainExample("rank", user, prompt, answer, ids, cands.index(target), off))
             if rng.random() < cfg.reason_share:
                 item = items[picks[int(rng.integers(len(picks)))]]
                 reason_data = reason_data or _reason_data(items, split)
@@ -182,7 +191,10 @@ def data_hash(examples: Sequence[TrainExample]) -> str:
     """sha256 over every example: saved with the adapter, and checked when a run resumes."""
     h = hashlib.sha256()
     for ex in examples:
-        h.update(json.dumps(asdict(ex), sort_keys=True).encode("utf-8"))
+        row = asdict(ex)
+        if not row["offsets"]:  # runs without an offset keep the hashes they had before offsets existed
+            del row["offsets"]
+        h.update(json.dumps(row, sort_keys=True).encode("utf-8"))
     return h.hexdigest()[:16]
 
 
@@ -194,6 +206,7 @@ class Encoded:
     n_answer: int
     label_ids: tuple[int, ...]
     target: int
+    offsets: tuple[float, ...] = ()
 
 
 def encode(examples: Sequence[TrainExample], tokenizer: Any) -> list[Encoded]:
@@ -211,7 +224,7 @@ def encode(examples: Sequence[TrainExample], tokenizer: Any) -> list[Encoded]:
             a = [ex.label_ids[ex.target], *tokenizer(rest, add_special_tokens=False)["input_ids"], eos]
         else:
             a = tokenizer(ex.answer, add_special_tokens=False)["input_ids"] + [eos]
-        out.append(Encoded(p + a, len(a), ex.label_ids, ex.target))
+        out.append(Encoded(p + a, len(a), ex.label_ids, ex.target, ex.offsets))
     return out
 
 
@@ -220,7 +233,8 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
 
     Returns:
         input_ids, attention_mask, position_ids (following the padding, as in batched serving),
-        answer_mask (1 on answer tokens), n_keep, and for rank rows label_ids/target/label_pos.
+        answer_mask (1 on answer tokens), n_keep, and for rank rows label_ids/target/label_pos and
+        offsets (the retrieval offset per label; zeros for examples built without one).
     """
     import torch
 
@@ -245,6 +259,9 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
         "rank_rows": torch.tensor(rank_rows, dtype=torch.long),
         "label_ids": torch.tensor([batch[r].label_ids for r in rank_rows] or [[]], dtype=torch.long),
         "target": torch.tensor([batch[r].target for r in rank_rows], dtype=torch.long),
+        "offsets": torch.tensor(
+            [batch[r].offsets or (0.0,) * len(batch[r].label_ids) for r in rank_rows] or [[]], dtype=torch.float32
+        ),
         # kept-logit index that predicts the first answer token (the label) of each rank row
         "label_pos": torch.tensor([n_keep - 1 - batch[r].n_answer for r in rank_rows], dtype=torch.long),
     }

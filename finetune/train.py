@@ -12,6 +12,7 @@ same command again after a crash and it resumes from the newest checkpoint (same
 from __future__ import annotations
 
 import json
+import logging
 import math
 import resource
 import sys
@@ -85,11 +86,16 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     lm = load_model(model_cfg)
     prompter = Prompter(lm, agent_cfg)
     knn = ItemKNNRanker(split, catalogue)
-    examples = build_examples(agent, split, cfg, knn, prompter, lambda d, t: note("building data", d, t, {}))
+    train_offsets, val_offsets = _offset_fns(agent, split, cfg)
+    examples = build_examples(
+        agent, split, cfg, knn, prompter, lambda d, t: note("building data", d, t, {}), offsets=train_offsets
+    )
     digest = data_hash(examples)
     start_ckpt = _check_resume(cfg, digest)
     encoded = encode(examples, lm.tokenizer)
     val = validation_lists(split, validation_users(split, cfg.val_users, cfg.seed), catalogue, cfg.seed)
+    val_off = [val_offsets(list(v.history), list(v.candidates)) for v in val] if val_offsets else None
+    val_retrieval = _retrieval_ndcg(val, val_off) if val_off else None
 
     model = _peft_model(lm.model, cfg, model_cfg.load_in_4bit)
     acc = Accelerator(cpu=lm.device == "cpu")
@@ -136,8 +142,10 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
         log.write(json.dumps({"step": step, "loss": total, **parts, "lr": sched.get_last_lr()[0]}) + "\n")
         note("training", step, cfg.max_steps, {"loss": total})
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            ndcg, temp = validate(model, prompter, val, agent.items, cfg, lm.device)
+            ndcg, temp = validate(model, prompter, val, agent.items, cfg, lm.device, val_off)
             history.append({"step": step, "val_ndcg10": ndcg, "score_temperature": temp, "loss": total})
+            if val_retrieval is not None:  # the bar the LM must clear: retrieval's own order on these lists
+                history[-1]["val_ndcg10_retrieval"] = val_retrieval
             log.write(json.dumps(history[-1]) + "\n")
             note("validation", step, cfg.max_steps, {"val_ndcg10": ndcg})
             if ndcg > best[0]:
@@ -186,24 +194,34 @@ def batch_loss(model: Any, batch: dict[str, Any], cfg: TrainConfig, device: str)
     rows = batch["rank_rows"].to(device)
     if len(rows) and cfg.rank_loss_weight > 0:
         at = logits[rows, batch["label_pos"].to(device)]  # [R, vocab]: the distribution after "["
-        rank_loss = F.cross_entropy(at.gather(1, batch["label_ids"].to(device)), batch["target"].to(device))
+        labels = at.gather(1, batch["label_ids"].to(device))
+        if cfg.retrieval_offset:  # fixed, no gradient: the LM learns the residual (finetune/offsets.py)
+            labels = labels + cfg.retrieval_offset * batch["offsets"].to(device)
+        rank_loss = F.cross_entropy(labels, batch["target"].to(device))
         loss = loss + cfg.rank_loss_weight * rank_loss
         parts["rank_loss"] = rank_loss.item()
     return loss, parts
 
 
-def validate(model: Any, prompter: Any, val: list, items: dict, cfg: TrainConfig, device: str) -> tuple[float, float]:
-    """Mean NDCG@10 of the label-probability order (scoring mode, P=1) on the validation lists, and the
-    softmax temperature that calibrates those probabilities (`fit_temperature`; saved with the adapter)."""
-    logits, targets, ndcg = validation_logits(model, prompter, val, items, cfg.batch_size * 2, device)
+def validate(
+    model: Any, prompter: Any, val: list, items: dict, cfg: TrainConfig, device: str, offsets: list | None = None
+) -> tuple[float, float]:
+    """Mean NDCG@10 of the label-probability order (scoring mode, P=1; plus the retrieval offset when the
+    run has one) on the validation lists, and the softmax temperature that calibrates those
+    probabilities (`fit_temperature`; saved with the adapter)."""
+    off = (cfg.retrieval_offset, offsets) if offsets else None
+    logits, targets, ndcg = validation_logits(model, prompter, val, items, cfg.batch_size * 2, device, off)
     return ndcg, fit_temperature(logits, targets) if len(targets) else 1.0
 
 
 def validation_logits(
-    model: Any, prompter: Any, val: list, items: dict, batch_size: int, device: str
+    model: Any, prompter: Any, val: list, items: dict, batch_size: int, device: str, offsets: Any = None
 ) -> tuple[Any, Any, float]:
     """Label logits of every validation list (one row per list, labels in prompt order), the index of
-    the target's label per row, and the mean NDCG@10 of the logit order."""
+    the target's label per row, and the mean NDCG@10 of the logit order.
+
+    `offsets`: (b, per-list offsets in candidate order), added as b x offset to each label's logit.
+    """
     import torch
 
     from reasonrec.agent.model.labels import label_token_ids
@@ -228,6 +246,11 @@ def validation_logits(
             logits = model(**inputs, position_ids=pos.to(device), logits_to_keep=1).logits
         _, ids = label_token_ids(tok, len(chunk[0].candidates))
         lab = logits[:, -1, :].float()[:, ids].cpu()
+        if offsets is not None:
+            b, offs = offsets
+            for r, (v, label_map) in enumerate(zip(chunk, orders, strict=True)):
+                off = dict(zip(v.candidates, offs[start + r], strict=True))
+                lab[r] += b * torch.tensor([off[i] for i in label_map.values()])
         for v, label_map, row in zip(chunk, orders, lab, strict=True):
             ranked = [label_map[lbl] for lbl in (list(label_map)[int(i)] for i in torch.argsort(row, descending=True))]
             scores.append(M.ndcg_at_k(ranked, v.target, 10))
@@ -236,6 +259,27 @@ def validation_logits(
     if not rows:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), 0.0
     return torch.stack(rows), torch.tensor(targets), float(sum(scores) / len(scores))
+
+
+def _offset_fns(agent: Any, split: Any, cfg: TrainConfig) -> tuple[Any, Any]:
+    """(training, validation) offset functions of finetune/offsets.py, or (None, None) without an offset."""
+    if not cfg.retrieval_offset:
+        return None, None
+    from reasonrec.finetune.offsets import list_offsets, offset_sources
+
+    train_src, val_src, notes = offset_sources(agent, split, cfg.positions_per_user)
+    for line in notes:  # e.g. no cached sequence model for these sequences: the offset goes without it
+        logging.getLogger(__name__).warning("retrieval offset: %s", line)
+    return (lambda h, c: list_offsets(train_src, h, c)), (lambda h, c: list_offsets(val_src, h, c))
+
+
+def _retrieval_ndcg(val: list, offsets: list) -> float:
+    """Mean NDCG@10 of the retrieval offset's own order on the validation lists (ties by list order)."""
+    per = []
+    for v, off in zip(val, offsets, strict=True):
+        order = sorted(range(len(v.candidates)), key=lambda i: -off[i])
+        per.append(M.ndcg_at_k([v.candidates[i] for i in order], v.target, 10))
+    return sum(per) / max(len(per), 1)
 
 
 def fit_temperature(logits: Any, targets: Any) -> float:
