@@ -3,8 +3,9 @@
 Two items co-occur for a user when they are at most `window` positions apart in the user's time-ordered
 sequence; the count of such users is cosine-normalised by how many users have each item. A user is
 scored from the latest `recent` history items, the newest weighing 1 and each older one `decay` times
-less. Fitting is a few numpy passes (< 1 s on ML-100K), so it is refitted from the interactions whenever
-they are loaded and never cached on disk.
+less. Fitting takes ~1 s on ML-100K on the 2-core CPU, once per process start, so a fit of 10,000 or more
+interactions is kept in the content-keyed cache (`retrieval/cache.py`: the sequences' hash in their order,
+the settings, this module's code and the numpy/scipy versions; a week at most).
 
 `evidence()` gives what a reason can cite truthfully: for a candidate, the history items that share the
 most users with it, with the raw counts ("of the 583 users who have Star Wars, 301 also have it").
@@ -12,20 +13,29 @@ most users with it, with the raw counts ("of the 583 users who have Star Wars, 3
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonrec.errors import ConfigError, DataError
 
+from . import cache
 from .candidates import Candidate
 from .config import CooccurrenceConfig
 from .store import item_metadata
 from .types import Dataset, Item, natural_key
 from .where import compile_where
+
+KIND = "cooccurrence"
+FORMAT = 1
+CACHE_MIN_ROWS = 10_000  # smaller fits take milliseconds: not worth a file
+_ARRAYS = ("data", "indices", "indptr", "shape")
 
 
 class Evidence(BaseModel):
@@ -65,7 +75,7 @@ class CooccurrenceSource:
         self._sim: sp.csr_matrix = sp.csr_matrix((0, 0))  # windowed cosine similarity
         self._window: sp.csr_matrix = sp.csr_matrix((0, 0))  # windowed co-user counts
         self._user_items: sp.csc_matrix = sp.csc_matrix((0, 0))  # users x items, binary
-        self._meta: list[dict[str, Any]] = []
+        self._metas: list[dict[str, Any]] | None = None  # item_metadata per fitted item, built for `where`
 
     # --- building -----------------------------------------------------------------------------------
 
@@ -95,6 +105,24 @@ class CooccurrenceSource:
             DataError: no sequence holds any item.
         """
         self = cls(config or CooccurrenceConfig(), items)
+        key = None
+        if sum(len(s) for s in sequences.values()) >= CACHE_MIN_ROWS:
+            key = cache.make_key(
+                KIND, FORMAT, cache.sequences_digest(sequences), self.config.model_dump(),
+                np.__version__, scipy.__version__, cache.code_digest(sys.modules[__name__]),
+            )  # fmt: skip
+            hit = cache.lookup(KIND, key, ".npz")
+            if hit is not None:
+                try:
+                    return self._read(hit)
+                except (OSError, ValueError, KeyError):
+                    cache.discard(hit)
+        self._count(sequences)
+        if key is not None:
+            cache.store(KIND, key, ".npz", self._write)
+        return self
+
+    def _count(self, sequences: Mapping[str, Sequence[str]]) -> None:
         seqs = [_dedupe_keep_last(s) for s in sequences.values()]
         seqs = [s for s in seqs if s]
         if not seqs:
@@ -118,8 +146,33 @@ class CooccurrenceSource:
         self._window.sum_duplicates()
         norm = 1.0 / np.sqrt(np.maximum(self.users, 1)).astype(np.float32)
         self._sim = sp.csr_matrix(sp.diags(norm) @ self._window @ sp.diags(norm))
-        self._meta = [item_metadata(self.items[i]) if i in self.items else {} for i in self.ids]
+
+    def _write(self, path: Path) -> None:
+        """The fitted arrays as an .npz (no pickle): ids, user counts and the three sparse matrices."""
+        arrays: dict[str, np.ndarray] = {"ids": np.asarray(self.ids, dtype=str), "users": self.users}
+        for name, m in (("sim", self._sim), ("window", self._window), ("user_items", self._user_items)):
+            arrays.update({f"{name}_{a}": np.asarray(getattr(m, a)) for a in _ARRAYS})
+        with path.open("wb") as f:
+            np.savez(f, **arrays)
+
+    def _read(self, path: Path) -> CooccurrenceSource:
+        """The state `_count` leaves, from `_write`'s arrays (the same arrays, so the same scores)."""
+        with np.load(path, allow_pickle=False) as z:
+            def matrix(name: str, kind: Any) -> Any:
+                data, indices, indptr, shape = (z[f"{name}_{a}"] for a in _ARRAYS)
+                return kind((data, indices, indptr), shape=tuple(int(x) for x in shape))
+
+            self._sim, self._window = matrix("sim", sp.csr_matrix), matrix("window", sp.csr_matrix)
+            self._user_items = matrix("user_items", sp.csc_matrix)
+            self.ids, self.users = [str(i) for i in z["ids"]], z["users"]
+        self.index = {i: k for k, i in enumerate(self.ids)}
         return self
+
+    def _meta(self, k: int) -> dict[str, Any]:
+        """`item_metadata` of the k-th fitted item (built for every item at the first `where` filter)."""
+        if self._metas is None:
+            self._metas = [item_metadata(self.items[i]) if i in self.items else {} for i in self.ids]
+        return self._metas[k]
 
     # --- CandidateSource ----------------------------------------------------------------------------
 
@@ -158,7 +211,7 @@ class CooccurrenceSource:
         for k in order:
             if scores[k] <= 0 or len(out) == n:
                 break
-            if k not in banned and keep(self._meta[k]):
+            if k not in banned and (where is None or keep(self._meta(k))):
                 out.append(Candidate(item_id=self.ids[k], score=float(scores[k])))
         return out
 

@@ -6,12 +6,13 @@ kept; a missing or empty file, or one with no valid row, raises `DataError` nami
 
 MovieLens is read from where it is installed (the `recbole` package ships ml-100k) or from a folder the
 user points at; it is never copied into this repository (its licence forbids redistribution).
+
+A parse is kept between runs (`dataset_cache.py`), keyed by the files' bytes and this module's code.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.util
 import json
 import math
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 
 from reasonrec.errors import DataError
 
+from .dataset_cache import Parsed, cached_dataset
 from .types import Dataset, Interaction, Item
 
 ML100K_GENRES = (
@@ -69,22 +71,24 @@ def load_ml100k(path: str | Path | None = None) -> Dataset:
         folder = Path(next(iter(spec.submodule_search_locations))) / "dataset_example" / "ml-100k"
     else:
         folder = Path(path).expanduser()
-    if (folder / "ml-100k.item").is_file() and (folder / "ml-100k.inter").is_file():
+    atomic = (folder / "ml-100k.item").is_file() and (folder / "ml-100k.inter").is_file()
+    if atomic:
         item_file, inter_file = folder / "ml-100k.item", folder / "ml-100k.inter"
-        items, skipped = _read_atomic_items(item_file)
-        rows = _rows_from_lines(_decode(inter_file, skipped), "\t", skip_header=True)
     elif (folder / "u.item").is_file() and (folder / "u.data").is_file():
         item_file, inter_file = folder / "u.item", folder / "u.data"
-        items, skipped = _read_grouplens_items(item_file)
-        rows = _rows_from_lines(_decode(inter_file, skipped), "\t", skip_header=False)
     else:
         raise DataError(
             f"{folder} holds no MovieLens-100K files: expected u.data + u.item (GroupLens download) "
             "or ml-100k.inter + ml-100k.item (recbole atomic files)"
         )
-    records = _named(rows, ["user_id", "item_id", "rating", "timestamp"])
-    interactions = _interactions_from_rows(inter_file, records, items, skipped)
-    return Dataset("ml-100k", items, interactions, _sha256(item_file, inter_file), skipped)
+
+    def parse() -> Parsed:
+        items, skipped = (_read_atomic_items if atomic else _read_grouplens_items)(item_file)
+        rows = _rows_from_lines(_decode(inter_file, skipped), "\t", skip_header=atomic)
+        records = _named(rows, ["user_id", "item_id", "rating", "timestamp"])
+        return items, _interactions_from_rows(inter_file, records, items, skipped), skipped
+
+    return cached_dataset("ml-100k", (item_file, inter_file), parse)
 
 
 def load_catalogue(path: str | Path) -> tuple[dict[str, Item], list[str]]:
@@ -156,10 +160,14 @@ def load_dataset(
     Raises:
         DataError: as `load_catalogue` / `load_interactions`.
     """
-    items, skipped_items = load_catalogue(catalogue_path)
-    interactions, skipped_inter = load_interactions(interactions_path, items)
-    sha = _sha256(Path(catalogue_path).expanduser(), Path(interactions_path).expanduser())
-    return Dataset(name or Path(catalogue_path).stem, items, interactions, sha, skipped_items + skipped_inter)
+    cat, inter = Path(catalogue_path).expanduser(), Path(interactions_path).expanduser()
+
+    def parse() -> Parsed:
+        items, skipped_items = load_catalogue(cat)
+        interactions, skipped_inter = load_interactions(inter, items)
+        return items, interactions, skipped_items + skipped_inter
+
+    return cached_dataset(name or cat.stem, (cat, inter), parse)
 
 
 # --- MovieLens formats --------------------------------------------------------------------------------
@@ -382,10 +390,3 @@ def _timestamp(v: Any) -> float:
         except ValueError:
             raise ValueError(f"bad timestamp {v!r} (expected seconds since 1970 or an ISO date)") from None
         return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
-
-
-def _sha256(*files: Path) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()
