@@ -353,7 +353,10 @@ def _cornac_kwargs(config: CollaborativeConfig) -> dict[str, Any]:
 def _build_net(config: CollaborativeConfig, n_items: int, seeded: bool = True) -> Any:
     """cornac's network with our settings; `seeded=False` draws its init from the global torch RNG (training)."""
     import torch
-    from cornac.models.sasrec.sasrec import SASRecModel as Net
+
+    from .cornac_net import sasrec_net_class
+
+    Net = sasrec_net_class(LIBRARY_VERSION)  # noqa: N806 (a class)
 
     def build() -> Any:
         return Net(
