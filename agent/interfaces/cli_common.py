@@ -7,6 +7,7 @@ each other; `cli.py` registers every command on the app explicitly, so there is 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -151,6 +152,10 @@ def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     logging.getLogger("chromadb").setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
+    # The CLI shows its own status line while loading. huggingface_hub reads this when it is imported
+    # (transformers asks it), so transformers need not be imported here: a second of every command's start.
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:  # imported already (a CLI run inside a Python process): tell it
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # the CLI shows its own status line while loading
+        hf_logging.disable_progress_bar()
