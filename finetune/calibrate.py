@@ -47,7 +47,7 @@ def calibrate(agent_cfg: AgentConfig, users: int = 200, seed: int = 0, batch_siz
     from reasonrec.finetune.data import validation_lists, validation_users
     from reasonrec.finetune.evaluation import metrics as M
     from reasonrec.finetune.evaluation.split import leave_one_out
-    from reasonrec.finetune.train import fit_temperature, validation_logits
+    from reasonrec.finetune.validation import fit_temperature, validation_logits
     from reasonrec.retrieval.types import natural_key
 
     if users < 1:

@@ -23,6 +23,7 @@ from typing import Any
 
 from reasonrec.agent.candidates import build_candidate_source, ranking_features
 from reasonrec.finetune.evaluation.split import Split
+from reasonrec.retrieval.fusion import FusedSource
 
 
 def offset_sequences(split: Split, positions_per_user: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -39,7 +40,13 @@ def offset_sources(agent: Any, split: Split, positions_per_user: int) -> tuple[A
         agent.dataset, agent.config, agent._semantic_source, sequences=seqs, train=False, notes=notes
     )
     train_seqs, val_seqs = offset_sequences(split, positions_per_user)
-    return build(train_seqs), build(val_seqs), sorted(set(notes))
+    train_src, val_src = build(train_seqs), build(val_seqs)
+    if set(val_src.sources) != set(train_src.sources):  # e.g. a sequence model cached for one side only:
+        # validation must measure the offset training saw, so both sides keep the sources they share
+        shared = {n: s for n, s in val_src.sources.items() if n in train_src.sources}
+        weights = {n: w for n, w in val_src.weights.items() if n in shared}
+        val_src = FusedSource(shared, weights=weights, method=val_src.method, k=val_src.k, depth=val_src.depth)
+    return train_src, val_src, sorted(set(notes))
 
 
 def list_offsets(source: Any, history: Sequence[str], candidates: Sequence[str]) -> tuple[float, ...]:

@@ -1,4 +1,4 @@
-"""`train(TrainConfig)`: LoRA / QLoRA fine-tuning of the ranking LM on interactions.
+"""`train(TrainConfig)`: LoRA / QLoRA fine-tuning of the ranking LM on interactions (validation: validation.py).
 
     python -m reasonrec.finetune.train --output-dir runs/lora --max-steps 300   # same as `reasonrec train`
     reasonrec evaluate --protocol cand20 --methods reasonrec-lora-scoring --adapter runs/lora/adapter
@@ -27,7 +27,7 @@ from reasonrec.errors import ConfigError, TrainError
 from reasonrec.finetune.checkpoint import checkpoints, load_checkpoint, save_adapter, save_checkpoint
 from reasonrec.finetune.config import TrainConfig
 from reasonrec.finetune.data import build_examples, collate, data_hash, encode, validation_lists, validation_users
-from reasonrec.finetune.evaluation import metrics as M
+from reasonrec.finetune.validation import retrieval_ndcg, validate
 
 Progress = Callable[[str, int, int, dict], None]  # (stage, done, total, figures)
 _RESUME_KEYS_FREE = {"max_steps", "eval_every", "save_every", "keep_checkpoints", "num_threads", "output_dir"}
@@ -95,7 +95,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     encoded = encode(examples, lm.tokenizer)
     val = validation_lists(split, validation_users(split, cfg.val_users, cfg.seed), catalogue, cfg.seed)
     val_off = [val_offsets(list(v.history), list(v.candidates)) for v in val] if val_offsets else None
-    val_retrieval = _retrieval_ndcg(val, val_off) if val_off else None
+    val_retrieval = retrieval_ndcg(val, val_off) if val_off else None
 
     model = _peft_model(lm.model, cfg, model_cfg.load_in_4bit)
     acc = Accelerator(cpu=lm.device == "cpu")
@@ -203,64 +203,6 @@ def batch_loss(model: Any, batch: dict[str, Any], cfg: TrainConfig, device: str)
     return loss, parts
 
 
-def validate(
-    model: Any, prompter: Any, val: list, items: dict, cfg: TrainConfig, device: str, offsets: list | None = None
-) -> tuple[float, float]:
-    """Mean NDCG@10 of the label-probability order (scoring mode, P=1; plus the retrieval offset when the
-    run has one) on the validation lists, and the softmax temperature that calibrates those
-    probabilities (`fit_temperature`; saved with the adapter)."""
-    off = (cfg.retrieval_offset, offsets) if offsets else None
-    logits, targets, ndcg = validation_logits(model, prompter, val, items, cfg.batch_size * 2, device, off)
-    return ndcg, fit_temperature(logits, targets) if len(targets) else 1.0
-
-
-def validation_logits(
-    model: Any, prompter: Any, val: list, items: dict, batch_size: int, device: str, offsets: Any = None
-) -> tuple[Any, Any, float]:
-    """Label logits of every validation list (one row per list, labels in prompt order), the index of
-    the target's label per row, and the mean NDCG@10 of the logit order.
-
-    `offsets`: (b, per-list offsets in candidate order), added as b x offset to each label's logit.
-    """
-    import torch
-
-    from reasonrec.agent.model.labels import label_token_ids
-    from reasonrec.agent.ranking.request import RankRequest
-
-    tok = prompter.lm.tokenizer
-    scores, rows, targets = [], [], []
-    model.eval()
-    for start in range(0, len(val), batch_size):
-        chunk = val[start : start + batch_size]
-        prompts, orders = [], []
-        for v in chunk:
-            k = min(10, len(v.candidates))
-            req = RankRequest([items[i] for i in v.history], [items[c] for c in v.candidates], k=k)
-            text, label_map = prompter.prompt_text(req)
-            prompts.append(text)
-            orders.append(label_map)
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        with torch.no_grad():
-            inputs = {name: t.to(device) for name, t in enc.items()}
-            logits = model(**inputs, position_ids=pos.to(device), logits_to_keep=1).logits
-        _, ids = label_token_ids(tok, len(chunk[0].candidates))
-        lab = logits[:, -1, :].float()[:, ids].cpu()
-        if offsets is not None:
-            b, offs = offsets
-            for r, (v, label_map) in enumerate(zip(chunk, orders, strict=True)):
-                off = dict(zip(v.candidates, offs[start + r], strict=True))
-                lab[r] += b * torch.tensor([off[i] for i in label_map.values()])
-        for v, label_map, row in zip(chunk, orders, lab, strict=True):
-            ranked = [label_map[lbl] for lbl in (list(label_map)[int(i)] for i in torch.argsort(row, descending=True))]
-            scores.append(M.ndcg_at_k(ranked, v.target, 10))
-            rows.append(row)
-            targets.append(list(label_map.values()).index(v.target))
-    if not rows:
-        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), 0.0
-    return torch.stack(rows), torch.tensor(targets), float(sum(scores) / len(scores))
-
-
 def _offset_fns(agent: Any, split: Any, cfg: TrainConfig) -> tuple[Any, Any]:
     """(training, validation) offset functions of finetune/offsets.py, or (None, None) without an offset."""
     if not cfg.retrieval_offset:
@@ -271,29 +213,6 @@ def _offset_fns(agent: Any, split: Any, cfg: TrainConfig) -> tuple[Any, Any]:
     for line in notes:  # e.g. no cached sequence model for these sequences: the offset goes without it
         logging.getLogger(__name__).warning("retrieval offset: %s", line)
     return (lambda h, c: list_offsets(train_src, h, c)), (lambda h, c: list_offsets(val_src, h, c))
-
-
-def _retrieval_ndcg(val: list, offsets: list) -> float:
-    """Mean NDCG@10 of the retrieval offset's own order on the validation lists (ties by list order)."""
-    per = []
-    for v, off in zip(val, offsets, strict=True):
-        order = sorted(range(len(v.candidates)), key=lambda i: -off[i])
-        per.append(M.ndcg_at_k([v.candidates[i] for i in order], v.target, 10))
-    return sum(per) / max(len(per), 1)
-
-
-def fit_temperature(logits: Any, targets: Any) -> float:
-    """The T in softmax(logits / T) with the least negative log-likelihood of the targets (grid search).
-
-    Why: a 135M model's label probabilities are far from calibrated (it puts most mass on "A"); one
-    scalar fitted on held-out validation lists makes `Recommendation.score` mean what it says, and it
-    never changes the order. A grid over 0.1..100 is enough for one parameter and cannot diverge.
-    """
-    import torch
-
-    grid = torch.logspace(-1, 2, 121)
-    nll = [torch.nn.functional.cross_entropy(logits.float() / t, targets).item() for t in grid]
-    return float(grid[int(torch.tensor(nll).argmin())])
 
 
 def _model_config(cfg: TrainConfig, agent_cfg: Any) -> Any:

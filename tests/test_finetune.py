@@ -219,7 +219,7 @@ def test_killed_training_resumes_to_the_same_final_step(tmp_path, agent_config_f
 def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     import torch
 
-    from reasonrec.finetune.train import fit_temperature
+    from reasonrec.finetune.validation import fit_temperature
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4000, 20, generator=g) * 3
