@@ -24,7 +24,7 @@ from reasonrec.agent.model.loading import LoadedModel
 from reasonrec.agent.ranking.registry import Ranker, make_ranker
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendations
-from reasonrec.agent.timing import SetupClock, split_timings
+from reasonrec.agent.timing import SetupClock, paused_gc, split_timings
 from reasonrec.errors import ConfigError, DataError, NotEnoughItemsError, UnknownItemError
 from reasonrec.retrieval.candidates import CandidateSource
 from reasonrec.retrieval.types import Dataset, Item
@@ -97,7 +97,8 @@ class RecommenderAgent:
         only when the interactions or its settings change). Returns the text store's UpsertReport."""
         from reasonrec.retrieval.candidates import build_index
 
-        self._store, report = build_index(self.dataset, self.config.retrieval, progress=progress)
+        with paused_gc():  # opening Chroma imports it (see paused_gc); not set-up of a request, so not timed
+            self._store, report = build_index(self.dataset, self.config.retrieval, progress=progress)
         self._generator = None
         cc = self.config.candidates
         if train and "collaborative" in cc.sources and cc.collaborative != "off":

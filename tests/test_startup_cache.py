@@ -174,3 +174,19 @@ def test_loading_sasrec_leaves_cornac_unimported_and_encodes_the_same(ml100k, tm
     cornac_imported, vectors = json.loads(out.strip().splitlines()[-1])
     assert not cornac_imported
     assert np.array_equal(np.asarray(vectors, dtype=np.float32), model.encode(histories))
+
+
+def test_file_digest_is_kept_and_follows_a_rewritten_file(home, tmp_path):
+    import hashlib
+
+    from reasonrec.agent.model import loading
+
+    f = tmp_path / "model.gguf"
+    f.write_bytes(b"a" * 1000)
+    assert loading.file_sha256(f) == hashlib.sha256(b"a" * 1000).hexdigest()
+    assert len(entries(home, "digests")) == 1
+    loading._DIGESTS.clear()  # a new process: read from the entry
+    assert loading.file_sha256(f) == hashlib.sha256(b"a" * 1000).hexdigest()
+    f.write_bytes(b"b" * 1000)  # same size, new mtime
+    os.utime(f, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert loading.file_sha256(f) == hashlib.sha256(b"b" * 1000).hexdigest()
