@@ -220,3 +220,21 @@ def test_alike_is_symmetric(setup):
     b = "Like The Princess Bride, it is an action and adventure movie from 1997."
     assert checker.alike(a, b) and checker.alike(b, a)
     assert not checker.alike(a, "Like Matilda, it is a children's and comedy movie from 1997.")
+
+
+def test_titles_named_twice_in_the_catalogue_and_titles_starting_with_a_number(ml100k):
+    """ML-100K lists Kull the Conqueror twice (266, 680): counts quoted for the one in the history are true.
+    "2001: A Space Odyssey" is a title, not a claim that the item is from 2001; a wrong count stays false."""
+    items = ml100k.items
+    counts = InteractionCounts({u: ml100k.history(u) for u in ml100k.users()})
+    checker = ClaimChecker(items, counts)
+    history = [items["680"], items["135"]]  # Kull the Conqueror (the second id), 2001: A Space Odyssey
+    co, n = counts.co_counts("680", "174")
+    kull = f"{co} of the {n} people who watched Kull the Conqueror also watched this 1981 action adventure movie."
+    assert checker.check(kull, items["174"], history).faithful  # Raiders of the Lost Ark
+    assert not checker.check(kull.replace(f"{co} of", f"{co + 1} of"), items["174"], history).faithful
+    co, n = counts.co_counts("135", "191")
+    odyssey = f"{co} of the {n} people who watched 2001: A Space Odyssey also watched this 1984 drama mystery movie."
+    v = checker.check(odyssey, items["191"], history)  # Amadeus (1984)
+    assert v.faithful and [c.kind for c in v.claims][:2] == ["cowatch", "title"], v.claims
+    assert not checker.check("A drama from 2001.", items["191"], history).faithful  # a year, and a false one

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -128,7 +128,8 @@ class TitleIndex:
     def find(self, text: str) -> list[tuple[int, int, list[Item]]]:
         """(start, end, items with that title) for each title named in `text`, longest first, no overlaps.
 
-        A title counts only when its first word (after "The") is written with a capital ("Heat", not "the heat").
+        A title counts only when its first word (after "The") is written with a capital ("Heat", not "the heat")
+        or is a number followed by more of the title ("2001: A Space Odyssey").
         """
         words = list(_WORD.finditer(text))
         found, i = [], 0
@@ -140,7 +141,10 @@ class TitleIndex:
                 if core.startswith("the "):
                     core, first = core[4:], span[1]
                 items = self.by_core.get(core)
-                if items and first.group()[:1].isupper():
+                # A title may start with a number ("2001: A Space Odyssey") when it has more words; a bare
+                # number ("1941") is read as a year, what a reason means by it far more often.
+                lead = first.group()[:1]
+                if items and (lead.isupper() or (lead.isdigit() and n > 1)):
                     found.append((span[0].start(), span[-1].end(), items))
                     i += n - 1
                     break
@@ -188,15 +192,16 @@ class ClaimChecker:
             specific=any(c.true and c.kind in ABOUT_ITEM and c.start >= n_open for c in claims),
         )
 
-    def _titles(self, reason: str, item: Item, history: Sequence[Item]) -> tuple[str, list[Item | None], list[Claim]]:
-        """The reason with titles masked as <Tn> (same length kept out: offsets map by position list)."""
+    def _titles(self, reason: str, item: Item, history: Sequence[Item]) -> tuple[str, list[list[Item]], list[Claim]]:
+        """The reason with titles masked as <Tn> (same length kept out: offsets map by position list), and per
+        tag the history items with that title (ML-100K lists some films twice: "Kull the Conqueror" is 266 and 680)."""
         seen = {h.id: h for h in history}
         parts, named, claims, last = [], [], [], 0
         for start, end, items in self.titles.find(reason):
-            mine = next((h for h in items if h.id in seen), None)
+            mine = [seen[h.id] for h in items if h.id in seen]
             is_item = any(it.id == item.id for it in items)
             text = reason[start:end]
-            claims.append(Claim(kind="title", text=text, true=mine is not None or is_item, start=start,
+            claims.append(Claim(kind="title", text=text, true=bool(mine) or is_item, start=start,
                                 detail="" if mine or is_item else "not in the user's history"))  # fmt: skip
             named.append(mine)
             tag = f"<T{len(named) - 1}>"
@@ -204,48 +209,51 @@ class ClaimChecker:
             last = end
         return "".join(parts) + reason[last:], named, claims
 
-    def _cowatch(self, masked: str, item: Item, named: list[Item | None]) -> list[Claim]:
+    def _cowatch(self, masked: str, item: Item, named: list[list[Item]]) -> list[Claim]:
         out = []
         for m in _COUNT_RE.finditer(masked):
-            co, n, anchor = int(m.group(1)), int(m.group(2)), named[int(m.group(3))]
-            true_co, true_n = self._counts(anchor, item)
-            ok = anchor is not None and true_co > 0 and (co, n) == (true_co, true_n)
+            co, n, anchors = int(m.group(1)), int(m.group(2)), named[int(m.group(3))]
+            ok, true_co, true_n = self._counts(anchors, item, lambda c, t, co=co, n=n: c > 0 and (co, n) == (c, t))
             out.append(
                 Claim(kind="cowatch", text=m.group(0), true=ok, start=m.start(), detail=f"{true_co} of {true_n}")
             )
         for m in _PERCENT_RE.finditer(masked):
-            pct, anchor = int(m.group(1)), named[int(m.group(2))]
-            true_co, true_n = self._counts(anchor, item)
-            ok = anchor is not None and true_n > 0 and abs(100 * true_co / true_n - pct) <= 1
+            pct, anchors = int(m.group(1)), named[int(m.group(2))]
+            near = lambda c, t, pct=pct: t > 0 and abs(100 * c / t - pct) <= 1  # noqa: E731
+            ok, true_co, true_n = self._counts(anchors, item, near)
             out.append(
                 Claim(kind="cowatch", text=m.group(0), true=ok, start=m.start(), detail=f"{true_co} of {true_n}")
             )
         counted = {c.start for c in out}
         for m in _PEOPLE_RE.finditer(masked):
-            anchor = named[int(m.group(1) or m.group(2))]
-            true_co, true_n = self._counts(anchor, item)
+            anchors = named[int(m.group(1) or m.group(2))]
+            ok, true_co, true_n = self._counts(anchors, item, lambda c, t: c >= 2)
             if not any(abs(m.start() - s) < 40 for s in counted):  # the counted form already checked it
-                out.append(Claim(kind="cowatch", text=m.group(0), true=anchor is not None and true_co >= 2,
+                out.append(Claim(kind="cowatch", text=m.group(0), true=ok,
                                  start=m.start(), detail=f"{true_co} of {true_n}"))  # fmt: skip
         return out
 
-    def _counts(self, anchor: Item | None, item: Item) -> tuple[int, int]:
-        if anchor is None or self.counts is None:
-            return 0, 0
-        return self.counts.co_counts(anchor.id, item.id)
+    def _counts(self, anchors: list[Item], item: Item, fits: Callable[[int, int], bool]) -> tuple[bool, int, int]:
+        """Whether the counts of one of the history items with the named title fit the claim, and those counts
+        (the first item's when none fits; (0, 0) without counts: an unverifiable claim is false)."""
+        found = [self.counts.co_counts(a.id, item.id) for a in anchors] if self.counts is not None else []
+        ok = [(co, n) for co, n in found if fits(co, n)]
+        co, n = (ok or found or [(0, 0)])[0]
+        return bool(ok), co, n
 
-    def _shared(self, masked: str, item: Item, named: list[Item | None]) -> list[Claim]:
+    def _shared(self, masked: str, item: Item, named: list[list[Item]]) -> list[Claim]:
         """ "Like <T>, it is a comedy": at least one genre named in the sentence is T's too (when any is named)."""
         m = _LIKE_RE.search(masked)
         if not m:
             return []
-        anchor = named[int(m.group(1) or m.group(2))]
+        anchors = named[int(m.group(1) or m.group(2))]
         said = {GENRE_WORDS[g.group().lower()] for g in _GENRE_RE.finditer(masked)}
-        if anchor is None or not said:
+        if not anchors or not said:
             return []
-        ok = bool(said & set(anchor.genres))
+        theirs = sorted({g for a in anchors for g in a.genres})
+        ok = bool(said & set(theirs))
         return [Claim(kind="shared", text=m.group(0), true=ok, start=m.start(),
-                      detail="" if ok else f"its genres are {', '.join(anchor.genres) or 'none'}")]  # fmt: skip
+                      detail="" if ok else f"its genres are {', '.join(theirs) or 'none'}")]  # fmt: skip
 
     def _facts(self, masked: str, item: Item, query: str | None) -> list[Claim]:
         """Genre, year and decade words (outside titles and counts) about the item; the query claim."""
