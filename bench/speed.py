@@ -37,13 +37,14 @@ MESSAGES = ["a funny sci-fi", "no horror", "something older", "more like Fargo",
 
 def timed_cli(args: list[str], repeats: int) -> dict[str, float]:
     """Median wall seconds of `reasonrec <args>` from process start to exit, after one warm-up run."""
-    walls = []
+    walls, loads = [], []
     for i in range(repeats + 1):
         t0 = time.perf_counter()
         subprocess.run([REASONREC, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if i:  # run 0 warms the caches
             walls.append(time.perf_counter() - t0)
-    return {"median": round(statistics.median(walls), 2), "runs": [round(w, 2) for w in walls]}
+            loads.append(round(os.getloadavg()[0], 2))  # the shared CPU's load when the run ended
+    return {"median": round(statistics.median(walls), 2), "runs": [round(w, 2) for w in walls], "load_1m": loads}
 
 
 def write_config(folder: Path, mode: str | None, threads: int | None) -> Path:
@@ -139,6 +140,7 @@ def main() -> None:
             demo = timed_cli(["demo", "--config", str(default)], max(1, a.repeats - 1))
             result["demo_warm_s"] = demo["median"]
             result["cli_runs_s"] = {**{m: v["runs"] for m, v in cli.items()}, "demo": demo["runs"]}
+            result["cli_runs_load_1m"] = {**{m: v["load_1m"] for m, v in cli.items()}, "demo": demo["load_1m"]}
         if a.only in ("server", "all"):
             chat, server = measure_server(a, tmp, load_ml100k().users())
             result["chat_turn_ms"], result["server"] = chat, server
