@@ -126,6 +126,8 @@ def main() -> None:
         *args.note,
     ])  # fmt: skip
     row = report["methods"][method]
+    if row.get("commit", "unknown") in ("", "unknown"):  # evaluate outside a git tree (the frozen copy a run imports)
+        row["commit"] = args.commit
     row["recheck"] = check
     row["sample"] = [[[r.title, r.reason_source, r.reason] for r in rec.items] for rec in recs[:5]]
     out.write_text(json.dumps(report, indent=2) + "\n")
