@@ -105,8 +105,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from reasonrec.agent.config import ModelConfig
     from reasonrec.agent.model.loading import load_model
-    from reasonrec.finetune.evaluation.run import select_users
     from reasonrec.finetune.evaluation.report import git_commit
+    from reasonrec.finetune.evaluation.run import select_users
     from reasonrec.finetune.evaluation.split import cand20_candidates, leave_one_out
     from reasonrec.retrieval import load_ml100k
     from reasonrec.retrieval.types import natural_key
