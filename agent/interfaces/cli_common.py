@@ -155,6 +155,9 @@ def quiet_libraries() -> None:
     # The CLI shows its own status line while loading. huggingface_hub reads this when it is imported
     # (transformers asks it), so transformers need not be imported here: a second of every command's start.
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    # transformers' one-time GGUF conversion uses a bare tqdm bar that ignores the setting above (a screen
+    # of "Converting and de-quantizing GGUF tensors" on a first `make demo`); our own bars are rich's.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     if "huggingface_hub" in sys.modules:  # imported already (a CLI run inside a Python process): tell it
         from transformers.utils import logging as hf_logging
 
