@@ -106,49 +106,56 @@ def _sequence_model(seqs: Mapping[str, Sequence[str]], config: AgentConfig, trai
     return model
 
 
-_RANKS_MAX = 4096  # (history, query) -> ranks per source: every row of an evaluation asks for the same lists
+_RANKS_MAX = 4096  # lists kept per source: every row of an evaluation asks for the same (history, candidates)
 
 
-def _source_ranks(source: FusedSource, history: list[str], query: str | None) -> dict[str, dict[str, int]]:
-    """Item -> {source name: 1-based rank} over each source's top `depth`, cached on the source itself.
+def _memo(source: FusedSource, table: str, key: Any, build: Callable[[], Any]) -> Any:
+    """`build()`, remembered in an LRU table kept on the source itself.
 
     Why on the source: a module-level cache keyed by id(source) could hand a new source the ranks of a
     collected one that had the same id.
     """
-    cache: OrderedDict[tuple[tuple[str, ...], str | None], dict[str, dict[str, int]]]
-    cache = source.__dict__.setdefault("_rank_cache", OrderedDict())
-    key = (tuple(history), query)
+    cache: OrderedDict[Any, Any] = source.__dict__.setdefault(table, OrderedDict())
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
-    ranks: dict[str, dict[str, int]] = {}
-    for name, cands in source.collect(history, source.depth, query=query).items():
-        for r, c in enumerate(cands, start=1):
-            ranks.setdefault(c.item_id, {}).setdefault(name, r)
-    cache[key] = ranks
+    cache[key] = value = build()
     if len(cache) > _RANKS_MAX:
         cache.popitem(last=False)
-    return ranks
+    return value
 
 
-def _fill_global_ranks(
-    source: FusedSource,
-    history: list[str],
-    candidates: Sequence[str],
-    query: str | None,
-    ranks: dict[str, dict[str, int]],
+def _source_ranks(source: FusedSource, history: list[str], query: str | None) -> dict[str, dict[str, int]]:
+    """Item -> {source name: 1-based rank} over each source's top `depth`."""
+
+    def build() -> dict[str, dict[str, int]]:
+        ranks: dict[str, dict[str, int]] = {}
+        for name, cands in source.collect(history, source.depth, query=query).items():
+            for r, c in enumerate(cands, start=1):
+                ranks.setdefault(c.item_id, {}).setdefault(name, r)
+        return ranks
+
+    return _memo(source, "_rank_cache", (tuple(history), query), build)
+
+
+def _list_ranks(
+    source: FusedSource, history: list[str], candidates: Sequence[str], query: str | None
 ) -> dict[str, dict[str, int]]:
-    """`ranks` plus, for candidates a source did not return among its top `depth`, the rank it would give
-    them over the whole catalogue (retrieval/ranks.py): a caller's own list is scored by every source."""
+    """`_source_ranks`, plus, for candidates a source did not return among its top `depth`, the rank it
+    would give them over the whole catalogue (retrieval/ranks.py): a caller's own list is scored by every
+    source."""
     from reasonrec.retrieval.ranks import safe_global_ranks
 
-    out = {item: dict(r) for item, r in ranks.items()}
-    for name, src in source.sources.items():
-        missing = [c for c in candidates if name not in out.get(c, {})]
-        if missing:
-            for item, r in safe_global_ranks(src, history, missing, query).items():
-                out.setdefault(item, {})[name] = r
-    return out
+    def build() -> dict[str, dict[str, int]]:
+        out = {item: dict(r) for item, r in _source_ranks(source, history, query).items()}
+        for name, src in source.sources.items():
+            missing = [c for c in candidates if name not in out.get(c, {})]
+            if missing:
+                for item, r in safe_global_ranks(src, history, missing, query).items():
+                    out.setdefault(item, {})[name] = r
+        return out
+
+    return _memo(source, "_list_rank_cache", (tuple(history), query, tuple(candidates)), build)
 
 
 def ranking_features(
@@ -174,7 +181,7 @@ def ranking_features(
         scale = source.k if source.method == "rrf" else 1.0
         fused = {c.item_id: scale * c.score for c in known}
     else:
-        ranks = _fill_global_ranks(source, history, candidates, query, _source_ranks(source, history, query))
+        ranks = _list_ranks(source, history, candidates, query)
     out = []
     for item in candidates:
         terms = {

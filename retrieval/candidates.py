@@ -71,6 +71,7 @@ class CandidateGenerator:
         self.items = items
         self.config = config
         self._vectors: dict[str, np.ndarray] = {}  # item id -> unit vector; filled on demand
+        self._matrix: tuple[list[str], np.ndarray] | None = None  # stored_matrix(), built at first use
 
     def candidates(
         self,
@@ -152,9 +153,19 @@ class CandidateGenerator:
                 self._vectors.update(zip(to_embed, vecs, strict=True))
         return {i: self._vectors[i] for i in ids}
 
+    def stored_matrix(self) -> tuple[list[str], np.ndarray]:
+        """(every stored item id, their unit vectors stacked in that order), read once and kept: what its
+        `candidates` can return, scored in one product (retrieval/ranks.py) without a store read per call."""
+        if self._matrix is None:
+            ids = self.store.ids()
+            vecs = self.vectors(ids)
+            self._matrix = (ids, np.stack([vecs[i] for i in ids]) if ids else np.zeros((0, 0), np.float32))
+        return self._matrix
+
     def clear_cache(self) -> None:
         """Forget cached vectors (after re-indexing changed items)."""
         self._vectors.clear()
+        self._matrix = None
 
 
 def build_index(

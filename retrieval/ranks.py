@@ -11,7 +11,7 @@ ranks extend the top-`depth` ones instead of replacing them.
 
 Kept apart from the sources' classes on purpose: it reads only their public scoring members
 (`CooccurrenceSource.scores`, the SASRec model's `encode` / `item_vectors`, the text source's
-`profile` / `vectors`), so a source gains global ranks without a new method in its protocol.
+`profile` / `stored_matrix`), so a source gains global ranks without a new method in its protocol.
 """
 
 from __future__ import annotations
@@ -46,10 +46,8 @@ def global_ranks(source: Any, history: Sequence[str], items: Sequence[str], quer
         model = inner.model
         return _ranks(model.item_vectors() @ vector, model.info.item_ids, model.index, history, items)
     if isinstance(inner, CandidateGenerator):
-        ids = inner.store.ids()  # what its `candidates` can return: the indexed items
-        profile = inner.profile(list(history), query)
-        vecs = inner.vectors(ids)  # cached on the generator after the first call
-        scores = np.stack([vecs[i] for i in ids]) @ profile
+        ids, matrix = inner.stored_matrix()  # what its `candidates` can return: the indexed items
+        scores = matrix @ inner.profile(list(history), query)
         return _ranks(scores, ids, {i: n for n, i in enumerate(ids)}, history, items)
     return {}
 
