@@ -2,7 +2,7 @@
 
     git worktree add /tmp/rr-before <commit before the change>
     .venv/bin/python bench/reasons_latency.py --before /tmp/rr-before --users 20 --threads 1 \\
-        --out bench/results/latency_reasons_cpu.json
+        --out bench/results/latency_reasons_cpu.json   # [--after /tmp/rr-after: a frozen copy of the change]
 
 Two worker processes load the same SmolLM2: one imports `reasonrec` from the `--before` checkout (the
 editable install's path mapping is pointed there before the first import), the other from this
@@ -30,7 +30,7 @@ def worker(tree: str, threads: int) -> None:
     """Serve `user id` lines from stdin with one JSON line each: ms and the reasons shown."""
     import __editable___reasonrec_0_1_0_finder as finder  # the editable install's path mapping
 
-    here = str(ROOT)
+    here = str(Path(finder.MAPPING["reasonrec"]).parent)  # the checkout the editable install points at
     finder.MAPPING.update({k: v.replace(here, tree) for k, v in finder.MAPPING.items()})
     finder.NAMESPACES.update({k: [p.replace(here, tree) for p in v] for k, v in finder.NAMESPACES.items()})
     from reasonrec.agent.api import RecommenderAgent
@@ -59,6 +59,7 @@ def worker(tree: str, threads: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", required=True, help="checkout of the code before the change")
+    ap.add_argument("--after", default=str(ROOT), help="checkout of the code after it (default: this one)")
     ap.add_argument("--users", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
@@ -73,7 +74,7 @@ def main() -> None:
     users = select_users(leave_one_out(load_ml100k()), args.users + 1, 0)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     procs = {}
-    for name, tree in (("before", str(Path(args.before).resolve())), ("after", str(ROOT))):
+    for name, tree in (("before", str(Path(args.before).resolve())), ("after", str(Path(args.after).resolve()))):
         cmd = [sys.executable, __file__, "--before", args.before, "--worker", tree, "--threads", str(args.threads)]
         procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     for p in procs.values():
@@ -97,7 +98,7 @@ def main() -> None:
         p.wait()
     sha = lambda tree: subprocess.run(["git", "-C", tree, "rev-parse", "HEAD"], capture_output=True, text=True).stdout  # noqa: E731
     result = {
-        "commit": sha(str(ROOT)).strip(), "before": sha(args.before).strip(),
+        "commit": sha(args.after).strip(), "before": sha(args.before).strip(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"cpu-{os.cpu_count()}core", "threads": args.threads, "k": 5, "n_users": len(ms["after"]),
         "load1_start_end": load,

@@ -64,15 +64,17 @@ def cut_at_word(text: str, limit: int, ellipsis: str = "…") -> str:
 
 # Words people use for each ML-100K genre ("funny" -> Comedy). A catalogue's own genre names are always
 # recognised too; the chat's parser and the reasons' claim checks read this one lexicon.
+# fmt: off
 GENRE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "Action": ("action", "action-packed", "actions"),
     "Adventure": ("adventure", "adventures", "adventurous"),
     "Animation": ("animation", "animated", "cartoon", "cartoons", "anime"),
     "Children's": ("children's", "childrens", "children", "kids", "kid", "family", "for kids"),
-    "Comedy": ("comedy", "comedies", "funny", "funnier", "humor", "humour", "hilarious", "comic", "laughs", "lighter"),
+    "Comedy": ("comedy", "comedies", "comedic", "funny", "funnier", "humor", "humour", "hilarious", "comic", "laughs",
+               "lighter"),
     "Crime": ("crime", "gangster", "gangsters", "heist", "mafia", "mob"),
     "Documentary": ("documentary", "documentaries", "docs"),
-    "Drama": ("drama", "dramas", "dramatic"),
+    "Drama": ("drama", "dramas", "dramatic", "dramedy", "dramedies"),  # a dramedy is a drama (and a comedy)
     "Fantasy": ("fantasy", "magic", "magical"),
     "Film-Noir": ("film-noir", "film noir", "noir"),
     "Horror": ("horror", "horrors", "scary", "scarier", "spooky", "creepy", "frightening", "slasher"),
@@ -84,3 +86,4 @@ GENRE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "War": ("war", "war film", "war movie"),
     "Western": ("western", "westerns", "cowboy", "cowboys"),
 }
+# fmt: on

@@ -12,11 +12,12 @@ import re
 import time
 from typing import Any
 
-from reasonrec.agent.ranking.evidence import ItemEvidence, for_request
-from reasonrec.agent.ranking.faithful import FaithfulLogitsProcessor, row_facts
+from reasonrec.agent.ranking.evidence import ItemEvidence, for_request, request_data
+from reasonrec.agent.ranking.faithful import FaithfulLogitsProcessor, Trie, row_facts
 from reasonrec.agent.ranking.prefix import SharedPrefix
 from reasonrec.agent.ranking.progress import reason_criteria
 from reasonrec.agent.ranking.request import RankRequest
+from reasonrec.agent.ranking.retry import ListTrigramBan, list_trigrams, reason_tokens, to_retry
 from reasonrec.agent.ranking.scoring import ScoringRanker
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ReasonRecError
@@ -43,20 +44,21 @@ class HybridRanker(ScoringRanker):
             chosen = [by_id[e.item_id] for e in p.parsed.entries]
             jobs.extend((u, req, item) for item in chosen)
             evidence.append({ev.item_id: ev for ev in for_request(req, chosen, self.config.prompt.domain)})
-        try:
-            texts = self._generate_reasons([(req, item, evidence[u][item.id]) for u, req, item in jobs])
+        words, chars = self.config.prompt.max_reason_words, self.prompter.reason_chars()
+        texts, raw = [""] * len(jobs), [[""] * len(p.parsed.entries) for p in picks]
+        try:  # each step's result stands when a later one fails
+            first, tokens = self._generate_reasons([(req, item, evidence[u][item.id]) for u, req, item in jobs])
+            raw = [[t for (v, _, _), t in zip(jobs, first, strict=True) if v == u] for u in range(len(reqs))]
+            texts = [clean_reason(t, words, chars) for t in first]
+            texts = self._retry(jobs, texts, tokens, evidence, raw)  # reasons: a second try (retry.py)
         except ReasonRecError:
             raise
         except Exception as e:  # finalize writes reasons from facts instead; never a crash
             log.warning("reason generation failed (%s: %s); using reasons built from facts", type(e).__name__, e)
-            texts = [""] * len(jobs)
         t2 = time.perf_counter()
-        raw: list[list[str]] = [[] for _ in reqs]
         reasons: list[dict[str, str]] = [{} for _ in reqs]
-        words, chars = self.config.prompt.max_reason_words, self.prompter.reason_chars()
         for (u, _, item), text in zip(jobs, texts, strict=True):
-            raw[u].append(text)
-            reasons[u][item.id] = clean_reason(text, words, chars)
+            reasons[u][item.id] = text
         out = []
         for u, (req, p) in enumerate(zip(reqs, picks, strict=True)):
             p.timings["reason_ms"] = (t2 - t1) * 1000 / len(reqs)
@@ -64,13 +66,47 @@ class HybridRanker(ScoringRanker):
             out.append(self.finalize_picks(req, p, reasons=reasons[u], raw="\n".join(raw[u]), evidence=evidence[u]))
         return out
 
-    def _generate_reasons(self, jobs: list[tuple[RankRequest, Any, ItemEvidence]]) -> list[str]:
-        """One greedy sentence per (request, item, evidence), all in one left-padded `generate`."""
+    def _retry(
+        self, jobs: list[tuple[int, RankRequest, Any]], texts: list[str], tokens: list[list[int]],
+        evidence: list[dict[str, ItemEvidence]], raw: list[list[str]],
+    ) -> list[str]:  # fmt: skip
+        """`texts` with each reason finalize would replace written once more, the list's other reasons'
+        trigrams banned (retry.py), in one batched `generate`; the retries are appended to `raw`."""
+        domain = self.config.prompt.domain
+        again: list[int] = []  # job indices to write again
+        avoid: list[Trie] = []  # and the trigrams each may not write
+        for u in range(len(raw)):
+            rows = [j for j, (v, _, _) in enumerate(jobs) if v == u]
+            if not rows:
+                continue
+            req, items = jobs[rows[0]][1], [jobs[j][2] for j in rows]
+            evs = [evidence[u][it.id] for it in items]
+            mine = [texts[j] for j in rows]
+            bad = [rows[i] for i in to_retry(items, mine, evs, req.history, req.query, request_data(req), domain)]
+            again += bad
+            avoid += [list_trigrams([tokens[j] for j in rows])] * len(bad)
+        if not again:
+            return texts
+        rows_again = [(jobs[j][1], jobs[j][2], evidence[jobs[j][0]][jobs[j][2].id]) for j in again]
+        second, _ = self._generate_reasons(rows_again, avoid, [jobs[j][0] for j in again])
+        out = list(texts)
+        for j, text in zip(again, second, strict=True):
+            raw[jobs[j][0]].append(f"retry {jobs[j][2].id}: {text}")
+            out[j] = clean_reason(text, self.config.prompt.max_reason_words, self.prompter.reason_chars())
+        return out
+
+    def _generate_reasons(
+        self, jobs: list[tuple[RankRequest, Any, ItemEvidence]], avoid: list[Trie] | None = None,
+        groups: list[int] | None = None,
+    ) -> tuple[list[str], list[list[int]]]:  # fmt: skip
+        """One greedy sentence per (request, item, evidence), all in one left-padded `generate`; with `avoid`
+        and `groups` (a retry), per row the trigrams it may not write and its list. Returns the texts and each
+        row's generated tokens."""
         import torch
         from transformers import LogitsProcessorList
 
         if not jobs:
-            return []
+            return [], []
         tok = self.lm.tokenizer
         built = [self.prompter.reason_text(req.history, item, req.query, ev) for req, item, ev in jobs]
         prompts, openers = [p for p, _ in built], [o for _, o in built]
@@ -88,17 +124,21 @@ class HybridRanker(ScoringRanker):
         )
         # reasons: no genre, decade or number outside each item's evidence can be written (faithful.py)
         guard = FaithfulLogitsProcessor(tok, [row_facts(tok, ev) for _, _, ev in jobs], prompt_len)
+        processors = [guard]
+        if avoid is not None and groups is not None:  # a retry: phrased unlike the list's other reasons (retry.py)
+            processors.append(ListTrigramBan(tok, prompt_len, avoid, groups, greedy=t == 0))
         # a streaming client sees each reason grow token by token (nothing is done without one)
         rows = [(req, item.id, o) for (req, item, _), o in zip(jobs, openers, strict=True)]
         progress = reason_criteria(tok, prompt_len, rows)
         with torch.inference_mode():
             seqs = self.lm.model.generate(
                 **enc, max_new_tokens=max_new, stopping_criteria=[stop, *progress], pad_token_id=tok.pad_token_id,
-                logits_processor=LogitsProcessorList([guard]), **sampling,
+                logits_processor=LogitsProcessorList(processors), **sampling,
             )  # fmt: skip
         texts = tok.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
+        tokens = [reason_tokens(row, tok) for row in seqs[:, prompt_len:].tolist()]
         # The opener is part of the reason: the model wrote the rest of the sentence from it.
-        return [o + t if o else t for o, t in zip(openers, texts, strict=True)]
+        return [o + t if o else t for o, t in zip(openers, texts, strict=True)], tokens
 
 
 class _ReasonStop:
