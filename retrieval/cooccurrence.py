@@ -14,7 +14,7 @@ most users with it, with the raw counts ("of the 583 users who have Star Wars, 3
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasonrec.errors import ConfigError, DataError
 
 from . import cache
-from .candidates import Candidate
 from .config import CooccurrenceConfig
-from .store import item_metadata
+from .scored import ScoredSource
 from .types import Dataset, Item, natural_key
-from .where import compile_where
 
 KIND = "cooccurrence"
 FORMAT = 1
@@ -56,7 +54,7 @@ class Evidence(BaseModel):
     age: int = Field(description="Positions of the anchor before the newest history item (newest = 0).")
 
 
-class CooccurrenceSource:
+class CooccurrenceSource(ScoredSource):
     """`CandidateSource` ranking items by windowed, recency-weighted co-occurrence with the history.
 
     Build it with `from_dataset` or `fit`; the constructor is internal.
@@ -66,16 +64,15 @@ class CooccurrenceSource:
         items: the catalogue (for `where` filters); items without interactions are never candidates.
     """
 
+    positive_only = True  # an item that never co-occurs with the history has no evidence: not a candidate
+
     def __init__(self, config: CooccurrenceConfig, items: Mapping[str, Item] | None = None):
+        super().__init__(items)
         self.config = config
-        self.items = dict(items or {})
-        self.ids: list[str] = []
-        self.index: dict[str, int] = {}
         self.users = np.zeros(0, dtype=np.int64)  # users per item
         self._sim: sp.csr_matrix = sp.csr_matrix((0, 0))  # windowed cosine similarity
         self._window: sp.csr_matrix = sp.csr_matrix((0, 0))  # windowed co-user counts
         self._user_items: sp.csc_matrix = sp.csc_matrix((0, 0))  # users x items, binary
-        self._metas: list[dict[str, Any]] | None = None  # item_metadata per fitted item, built for `where`
 
     # --- building -----------------------------------------------------------------------------------
 
@@ -168,52 +165,7 @@ class CooccurrenceSource:
         self.index = {i: k for k, i in enumerate(self.ids)}
         return self
 
-    def _meta(self, k: int) -> dict[str, Any]:
-        """`item_metadata` of the k-th fitted item (built for every item at the first `where` filter)."""
-        if self._metas is None:
-            self._metas = [item_metadata(self.items[i]) if i in self.items else {} for i in self.ids]
-        return self._metas[k]
-
-    # --- CandidateSource ----------------------------------------------------------------------------
-
-    def candidates(
-        self,
-        history: list[str],
-        n: int,
-        query: str | None = None,
-        where: dict[str, Any] | None = None,
-        exclude: Iterable[str] = frozenset(),
-    ) -> list[Candidate]:
-        """Items that co-occur most with the user's latest history items.
-
-        Args:
-            history: item ids, oldest first; never returned. Items without interactions are ignored.
-            n: candidates wanted.
-            query: ignored (co-occurrence has no notion of text); the fusion adds the semantic source.
-            where: Chroma metadata filter, evaluated on `item_metadata` of each item.
-            exclude: further item ids never returned.
-
-        Returns:
-            Up to n candidates with a positive score, best first (ties by item id); fewer when fewer
-            items co-occur with the history.
-
-        Raises:
-            ConfigError: n < 1 or a bad filter. DataError: empty history, or no history item has
-            interactions (cold start: use the semantic source).
-        """
-        if n < 1:
-            raise ConfigError(f"`n` must be >= 1, got {n}")
-        keep = compile_where(where)
-        scores = self.scores(history)
-        banned = {self.index[i] for i in (*history, *exclude) if i in self.index}
-        order = np.argsort(-scores, kind="stable")  # stable: ties stay in natural id order
-        out: list[Candidate] = []
-        for k in order:
-            if scores[k] <= 0 or len(out) == n:
-                break
-            if k not in banned and (where is None or keep(self._meta(k))):
-                out.append(Candidate(item_id=self.ids[k], score=float(scores[k])))
-        return out
+    # --- scoring (`candidates` comes from ScoredSource) -------------------------------------------
 
     def scores(self, history: Sequence[str]) -> np.ndarray:
         """Score of every fitted item (aligned with `self.ids`) for this history; history items included.

@@ -10,8 +10,8 @@ this is the rank the source gave it (same scores, same exclusions), so features 
 ranks extend the top-`depth` ones instead of replacing them.
 
 Kept apart from the sources' classes on purpose: it reads only their public scoring members
-(`CooccurrenceSource.scores`, the SASRec model's `encode` / `item_vectors`, the text source's
-`profile` / `stored_matrix`), so a source gains global ranks without a new method in its protocol.
+(`ScoredSource.scores` of co-occurrence and EASE, the SASRec model's `encode` / `item_vectors`, the text
+source's `profile` / `stored_matrix`), so a source gains global ranks without a new method in its protocol.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from reasonrec.errors import DataError
 
 from .candidates import CandidateGenerator
 from .collaborative import CollaborativeSource
-from .cooccurrence import CooccurrenceSource
+from .scored import ScoredSource
 
 
 def global_ranks(source: Any, history: Sequence[str], items: Sequence[str], query: str | None = None) -> dict[str, int]:
@@ -38,9 +38,9 @@ def global_ranks(source: Any, history: Sequence[str], items: Sequence[str], quer
         DataError: the source cannot score this history (cold start), as its `candidates` would.
     """
     inner = getattr(source, "source", source)  # agent.candidates.LazySource wraps the text source
-    if isinstance(inner, CooccurrenceSource):
+    if isinstance(inner, ScoredSource):  # co-occurrence, EASE
         scores = inner.scores(history)
-        return _ranks(scores, inner.ids, inner.index, history, items, positive_only=True)
+        return _ranks(scores, inner.ids, inner.index, history, items, positive_only=inner.positive_only)
     if isinstance(inner, CollaborativeSource):
         vector = np.asarray(inner.user_vector(history), dtype=np.float32)
         model = inner.model

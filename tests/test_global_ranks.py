@@ -10,6 +10,7 @@ from reasonrec.retrieval import CandidateGenerator, RetrievalConfig, build_index
 from reasonrec.retrieval.collaborative import CollaborativeSource
 from reasonrec.retrieval.config import CollaborativeConfig
 from reasonrec.retrieval.cooccurrence import CooccurrenceSource
+from reasonrec.retrieval.ease import EaseSource
 from reasonrec.retrieval.fusion import FusedSource
 from reasonrec.retrieval.ranks import global_ranks, safe_global_ranks
 from reasonrec.retrieval.sasrec import load_or_train
@@ -23,7 +24,7 @@ TINY = CollaborativeConfig(
 
 @pytest.fixture(scope="module")
 def sources(ml100k, embedder, tmp_path_factory):
-    """Real sources: co-occurrence on all interactions, a tiny SASRec in Chroma, a 300-item text store."""
+    """Real sources: co-occurrence and EASE on all interactions, a tiny SASRec in Chroma, a 300-item text store."""
     seqs = {u: ml100k.history(u) for u in ml100k.users()[:60]}
     model, _ = load_or_train(seqs, TINY, cache_dir=tmp_path_factory.mktemp("ranks-cache"))
     cfg = RetrievalConfig(persist_dir=tmp_path_factory.mktemp("ranks-chroma"), collection="ranks-test")
@@ -31,11 +32,12 @@ def sources(ml100k, embedder, tmp_path_factory):
     return {
         "collaborative": CollaborativeSource(model, cfg, ml100k.items),
         "cooccurrence": CooccurrenceSource.from_dataset(ml100k),
+        "ease": EaseSource.from_dataset(ml100k),
         "semantic": CandidateGenerator(store, embedder, ml100k.items, cfg),
     }
 
 
-@pytest.mark.parametrize("name", ["collaborative", "cooccurrence", "semantic"])
+@pytest.mark.parametrize("name", ["collaborative", "cooccurrence", "ease", "semantic"])
 def test_global_rank_is_the_list_rank_and_continues_past_it(sources, ml100k, name):
     source, history = sources[name], ml100k.history("1")[:30]
     listed = [c.item_id for c in source.candidates(history, 120)]

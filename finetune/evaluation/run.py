@@ -44,7 +44,7 @@ from reasonrec.retrieval.types import natural_key
 
 Progress = Callable[[str, int, int], None]  # (task description, done, total)
 OptionalCount = Annotated[int, bound(1, note=" or None (all users)")] | None
-SOURCES = ("source-collaborative", "source-cooccurrence", "source-semantic")
+SOURCES = ("source-collaborative", "source-cooccurrence", "source-ease", "source-semantic")
 CLASSICAL = ("random", "popularity", "itemknn", "retrieval", *SOURCES, "fusion", "recbole-sasrec", "recbole-bpr")
 BOOTSTRAP = {"resamples": 1000, "seed": 0, "metrics": ("ndcg@10", "recall@10", "hr@1")}
 ALL_CATALOGUE = ("random-all", "popularity-all", "itemknn-all", "recbole-sasrec-all", "recbole-bpr-all")
