@@ -1,11 +1,13 @@
 """Screenshot of the web chat while an answer streams (cards shown, reasons being written).
 
     .venv/bin/python bench/stream_screenshot.py                 # -> docs/web-chat-streaming.png
+    .venv/bin/python bench/stream_screenshot.py --final --out docs/web-chat.png   # the finished answer
 
 Starts `reasonrec serve` (default mode: hybrid, so reasons are generated) on 127.0.0.1, opens the page in
 headless Chromium (Playwright driving the system's `chromium`, as tests/test_web.py does), starts a chat
 for ML-100K user 196, sends one message and takes the screenshot once the provisional cards are on the
-page and the first reason has started to stream; then waits for the final answer and prints the times.
+page and the first reason has started to stream (with `--final`: once the final answer, reasons checked
+and decided, is on the page); then waits for the final answer and prints the times.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--message", default="a funny sci-fi")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--final", action="store_true", help="Screenshot the finished answer, not the streaming one.")
     a = p.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -48,14 +51,18 @@ def main() -> None:
             page.click("#send")
             page.wait_for_selector(".card.streaming", timeout=600_000)
             t_cards = time.perf_counter() - t0
-            page.wait_for_function(
-                "[...document.querySelectorAll('.card.streaming .reason')].some(r => r.textContent.length > 12)",
-                timeout=600_000,
-            )
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(a.out), full_page=False)
+            if not a.final:
+                page.wait_for_function(
+                    "[...document.querySelectorAll('.card.streaming .reason')].some(r => r.textContent.length > 12)",
+                    timeout=600_000,
+                )
+                a.out.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(a.out), full_page=False)
             page.wait_for_selector(".msg.bot:not(.pending) .card", timeout=600_000)
             t_done = time.perf_counter() - t0
+            if a.final:
+                a.out.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(a.out), full_page=True)
             browser.close()
     print(f"first cards after {t_cards:.1f} s, complete after {t_done:.1f} s; screenshot {a.out}")
 

@@ -23,3 +23,24 @@ def test_generating_from_the_shared_prefix_matches_plain_generate(tiny_random_lm
         inputs = SharedPrefix(model, pad).generate_inputs(rows)
         got = model.generate(**inputs, **greedy)[:, inputs["input_ids"].shape[1] :]
     assert got.tolist() == want.tolist()
+
+
+def test_a_kept_prefix_is_extended_or_sliced_and_generation_is_unchanged(tiny_random_lm):
+    """One SharedPrefix over a sequence of batches (a first pass, its retry of one row, the next user's
+    batch): a longer prefix extends the kept one, a shorter one is a slice of it, and every batch
+    generates what a fresh SharedPrefix (and so a plain `generate`) gives."""
+    model, pad = tiny_random_lm.model, tiny_random_lm.tokenizer.pad_token_id
+    history = list(range(100, 150))
+    first = [history + [7, 8, 9], history + [10, 11]]
+    retry = [history + [10, 11, 12, 13]]  # one row: its prefix is the whole row but its last token
+    other = [history[:20] + [5, 6], history[:20] + [3]]
+    greedy = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": pad}
+    kept = SharedPrefix(model, pad)
+    for rows in (first, retry, other, first):
+        with torch.inference_mode():
+            fresh = SharedPrefix(model, pad).generate_inputs(rows)
+            want = model.generate(**fresh, **greedy)[:, fresh["input_ids"].shape[1] :]
+            inputs = kept.generate_inputs(rows)
+            got = model.generate(**inputs, **greedy)[:, inputs["input_ids"].shape[1] :]
+        assert got.tolist() == want.tolist()
+    assert len(kept._ids) >= len(history) + 3  # the retry's longer prefix was kept (extended, not recomputed)

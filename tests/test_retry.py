@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from reasonrec.agent.ranking.evidence import ReasonData, assemble
-from reasonrec.agent.ranking.retry import ListTrigramBan, list_trigrams, reason_tokens, to_retry
+from reasonrec.agent.ranking.retry import ListTrigramBan, Retry, list_trigrams, reason_tokens, to_retry
 
 # ML-100K: 367 Clueless (1995; Comedy), 25 The Birdcage (1996; Comedy), 1 Toy Story (1995; Animation, Children's,
 # Comedy); history: 94 Home Alone, 1 Toy Story, 98 The Silence of the Lambs, 172 The Empire Strikes Back.
@@ -43,6 +43,11 @@ def test_list_trigrams_and_reason_tokens(lm):
     padded = [*row, tok.eos_token_id, tok.pad_token_id]
     assert reason_tokens(padded, tok) == row
     assert reason_tokens([*row, *_enc(tok, "\nmore")], tok) == row  # one line: a reason ends at its newline
+
+
+def test_a_retry_cut_off_by_its_budget_is_not_finished():
+    retry = Retry(avoid=[{}], groups=[0], max_new=6)
+    assert retry.finished([1, 2, 3]) and not retry.finished([1, 2, 3, 4, 5, 6])
 
 
 def test_trigram_ban_keeps_facts_free_and_bans_the_lists_other_phrasings(lm):

@@ -17,7 +17,7 @@ from reasonrec.agent.ranking.faithful import FaithfulLogitsProcessor, Trie, row_
 from reasonrec.agent.ranking.prefix import SharedPrefix
 from reasonrec.agent.ranking.progress import reason_criteria
 from reasonrec.agent.ranking.request import RankRequest
-from reasonrec.agent.ranking.retry import ListTrigramBan, list_trigrams, reason_tokens, to_retry
+from reasonrec.agent.ranking.retry import RETRY_SLACK, ListTrigramBan, Retry, list_trigrams, reason_tokens, to_retry
 from reasonrec.agent.ranking.scoring import ScoringRanker
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ReasonRecError
@@ -75,6 +75,7 @@ class HybridRanker(ScoringRanker):
         domain = self.config.prompt.domain
         again: list[int] = []  # job indices to write again
         avoid: list[Trie] = []  # and the trigrams each may not write
+        longest = 0  # tokens of the longest first reason of a retried list
         for u in range(len(raw)):
             rows = [j for j, (v, _, _) in enumerate(jobs) if v == u]
             if not rows:
@@ -83,25 +84,28 @@ class HybridRanker(ScoringRanker):
             evs = [evidence[u][it.id] for it in items]
             mine = [texts[j] for j in rows]
             bad = [rows[i] for i in to_retry(items, mine, evs, req.history, req.query, request_data(req), domain)]
-            again += bad
-            avoid += [list_trigrams([tokens[j] for j in rows])] * len(bad)
+            if bad:
+                again += bad
+                avoid += [list_trigrams([tokens[j] for j in rows])] * len(bad)
+                longest = max(longest, *(len(tokens[j]) for j in rows))
         if not again:
             return texts
+        retry = Retry(avoid, [jobs[j][0] for j in again], min(self.prompter.reason_tokens(), longest + RETRY_SLACK))
         rows_again = [(jobs[j][1], jobs[j][2], evidence[jobs[j][0]][jobs[j][2].id]) for j in again]
-        second, _ = self._generate_reasons(rows_again, avoid, [jobs[j][0] for j in again])
+        second, ids = self._generate_reasons(rows_again, retry)
         out = list(texts)
-        for j, text in zip(again, second, strict=True):
-            raw[jobs[j][0]].append(f"retry {jobs[j][2].id}: {text}")
-            out[j] = clean_reason(text, self.config.prompt.max_reason_words, self.prompter.reason_chars())
+        for j, text, row in zip(again, second, ids, strict=True):
+            done = retry.finished(row)  # a sentence cut off by the budget is not shown
+            raw[jobs[j][0]].append(f"retry {jobs[j][2].id}: {text}" + ("" if done else " [unfinished]"))
+            words, chars = self.config.prompt.max_reason_words, self.prompter.reason_chars()
+            out[j] = clean_reason(text, words, chars) if done else ""
         return out
 
     def _generate_reasons(
-        self, jobs: list[tuple[RankRequest, Any, ItemEvidence]], avoid: list[Trie] | None = None,
-        groups: list[int] | None = None,
-    ) -> tuple[list[str], list[list[int]]]:  # fmt: skip
-        """One greedy sentence per (request, item, evidence), all in one left-padded `generate`; with `avoid`
-        and `groups` (a retry), per row the trigrams it may not write and its list. Returns the texts and each
-        row's generated tokens."""
+        self, jobs: list[tuple[RankRequest, Any, ItemEvidence]], retry: Retry | None = None
+    ) -> tuple[list[str], list[list[int]]]:
+        """One greedy sentence per (request, item, evidence), all in one left-padded `generate`, written as
+        `retry` says for a second try (retry.py). Returns the texts and each row's generated tokens."""
         import torch
         from transformers import LogitsProcessorList
 
@@ -113,7 +117,7 @@ class HybridRanker(ScoringRanker):
         if self._reason_prefix is None:  # its own cache: the rank prompt's prefix is another one
             self._reason_prefix = SharedPrefix(self.lm.model, tok.pad_token_id)
         enc = self._reason_prefix.generate_inputs(tok(prompts, add_special_tokens=False)["input_ids"])
-        max_new = self.prompter.reason_tokens()
+        max_new = retry.max_new if retry is not None else self.prompter.reason_tokens()
         prompt_len = enc["input_ids"].shape[1]
         stop = _ReasonStop(tok, prompt_len, self.config.prompt.max_reason_words)
         t = self.config.ranker.temperature  # the config's sampling applies to reasons too
@@ -125,8 +129,8 @@ class HybridRanker(ScoringRanker):
         # reasons: no genre, decade or number outside each item's evidence can be written (faithful.py)
         guard = FaithfulLogitsProcessor(tok, [row_facts(tok, ev) for _, _, ev in jobs], prompt_len)
         processors = [guard]
-        if avoid is not None and groups is not None:  # a retry: phrased unlike the list's other reasons (retry.py)
-            processors.append(ListTrigramBan(tok, prompt_len, avoid, groups, greedy=t == 0))
+        if retry is not None:  # phrased unlike the list's other reasons (retry.py)
+            processors.append(ListTrigramBan(tok, prompt_len, retry.avoid, retry.groups, greedy=t == 0))
         # a streaming client sees each reason grow token by token (nothing is done without one)
         rows = [(req, item.id, o) for (req, item, _), o in zip(jobs, openers, strict=True)]
         progress = reason_criteria(tok, prompt_len, rows)

@@ -147,7 +147,17 @@ class SharedPrefix:
         }
 
     def _prefix_kv(self, ids: list[int]) -> list[tuple[Any, Any]]:
-        """Keys/values of `ids` (batch 1), computed once per distinct prefix and kept."""
+        """Keys/values of `ids` (batch 1), computed once per distinct prefix and kept.
+
+        A prefix that starts with the kept one extends it, and one the kept one starts with is a slice of
+        it. Why: hybrid mode's second try at a reason (retry.py) asks for a longer prefix of the same
+        user's history right after the first pass; recomputing it from the first token cost a full prompt.
+        """
+        n = len(self._ids)
+        if self._kv is not None and n and len(ids) > n and tuple(ids[:n]) == self._ids:
+            self._kv, self._ids = self._extend(self._kv, ids[n:], n), tuple(ids)
+        elif self._kv is not None and 0 < len(ids) < n and self._ids[: len(ids)] == tuple(ids):
+            return [(k[:, :, : len(ids)], v[:, :, : len(ids)]) for k, v in self._kv]
         if tuple(ids) != self._ids or self._kv is None:
             import torch
 

@@ -18,11 +18,32 @@ banning its digits would push the model to drop it; a banned full stop would mak
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from reasonrec.agent.ranking.evidence import ItemEvidence, ReasonData
 from reasonrec.agent.ranking.faithful import Trie, _digit_tokens, _sentence_ends, choose_reasons
 from reasonrec.retrieval.types import Item
+
+# A retry may write this many tokens more than the longest first reason of its batch. Why: the banned
+# phrasings push the small model to run on ("a dramatic movie from the 1995 film Casino that is a film
+# about a murder that is not a film"); the decoding steps of such a row were most of the retry's cost
+# (hybrid with 5 reasons went 1.33x slower), and a reason that long is rarely one a person would keep.
+RETRY_SLACK = 4
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a batch of second tries is written: per row the trigrams it may not write and its list, and the
+    token budget (a row that has not ended its sentence within it is not used: `finished`)."""
+
+    avoid: list[Trie]
+    groups: list[int]
+    max_new: int
+
+    def finished(self, tokens: Sequence[int]) -> bool:
+        """The row stopped on its own (sentence end or end token) before the budget cut it."""
+        return len(tokens) < self.max_new
 
 
 def to_retry(
