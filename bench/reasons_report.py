@@ -25,14 +25,16 @@ import numpy as np
 
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.ranking.claims import ClaimChecker, InteractionCounts
-from reasonrec.agent.ranking.faithful import degenerate
+from reasonrec.agent.ranking.faithful import degenerate, trim_loop
 from reasonrec.agent.ranking.hybrid import clean_reason
-from reasonrec.agent.schemas import Recommendations
+from reasonrec.agent.ranking.reasons import restates_question, usable_reason
+from reasonrec.agent.schemas import Recommendation, Recommendations
 from reasonrec.finetune.evaluation.reasons import reason_rates
 from reasonrec.finetune.evaluation.run import select_users
 from reasonrec.finetune.evaluation.split import leave_one_out
 from reasonrec.prompts.loader import clean_text
 from reasonrec.retrieval import load_ml100k
+from reasonrec.retrieval.types import Item
 
 CKPT = Path.home() / ".cache" / "reasonrec" / "bench"
 _LINE = re.compile(r"\[[A-Za-z0-9]{1,8}\]\s?([^\n]*)")
@@ -50,29 +52,52 @@ def raw_reasons(rec: Recommendations, mode: str) -> list[str | None]:
             for i, r in enumerate(rec.items)]  # fmt: skip
 
 
+_RETRY = re.compile(r"^retry (\S+): ", re.M)  # hybrid's second tries, after the k first lines (agent/ranking/retry.py)
+
+
+def first_try(r: Recommendation, item: Item, own: str | None, hist: list[Item], query: str | None,
+              checker: ClaimChecker) -> bool | None:  # fmt: skip
+    """Whether the model's first text for pick `r` was faithful, judged as choose_reasons judges (None: not usable)."""
+    opener = r.evidence.opener if r.evidence is not None else ""
+    text = trim_loop(own, opener) if own else None
+    if not (text and usable_reason(text, item) and not restates_question(text)):
+        return None
+    return checker.check(text, item, hist, query, opener=opener).faithful
+
+
 def recount(recs: list[Recommendations], users: list[str], mode: str) -> dict[str, Any]:
-    """Shown reasons re-checked against pre-test interactions; how many model reasons were cut by trim_loop."""
+    """Shown reasons re-checked against pre-test interactions; how many model reasons were cut by trim_loop; in
+    hybrid mode how many reasons were written a second time and how many of those were shown, and the model's
+    faithful rate on its first texts (before any retry or replacement)."""
     ds = load_ml100k()
     split = leave_one_out(ds)
     pre = {u: split.eval_history(u, "test") for u in split.user_ids()}
     checker = ClaimChecker(ds.items, InteractionCounts(pre))
-    faithful = specific = n = trimmed = n_model = hits = 0
-    distinct = []
+    faithful = specific = n = trimmed = n_model = hits = retried = shown_retries = 0
+    distinct, first = [], []
     for rec, u in zip(recs, users, strict=True):
         hist = [ds.items[i] for i in pre[u]]
+        again = set(_RETRY.findall(rec.raw_output or "")) if mode == "hybrid" else set()
+        retried += len(again)
         for r, own in zip(rec.items, raw_reasons(rec, mode), strict=True):
             opener = r.evidence.opener if r.evidence is not None and r.reason_source == "model" else ""
             v = checker.check(r.reason, ds.items[r.item_id], hist, rec.query, opener=opener)
             faithful, specific, n = faithful + v.faithful, specific + v.specific, n + 1
+            if mode == "hybrid":
+                first.append(first_try(r, ds.items[r.item_id], own, hist, rec.query, checker))
             if r.reason_source == "model":
                 n_model += 1
-                trimmed += bool(own and degenerate(own))
+                shown_retries += r.item_id in again
+                trimmed += bool(own and degenerate(own)) and r.item_id not in again
         distinct.append(checker.all_distinct([r.reason for r in rec.items]))
         hits += split.get(u).test in {r.item_id for r in rec.items}
     return {
         "faithful_rate_pretest_interactions": faithful / n, "specific_rate": specific / n,
         "distinct_rate": float(np.mean(distinct)), "n_reasons": n, "hit@5": hits / len(recs),
         "model_reasons_cut_by_trim_loop": trimmed, "n_model_reasons_shown": n_model,
+        **({"reasons_written_again": retried, "model_reasons_shown_from_retry": shown_retries,
+            "faithful_rate_model_first_try": float(np.mean([f for f in first if f is not None]))}
+           if mode == "hybrid" and first else {}),
         "how": "shown reasons re-checked with claims.InteractionCounts over the users' pre-test items (user sets "
                "intersected here, an independent recount of the co-watch counts the agent's evidence quoted)",
     }  # fmt: skip
