@@ -39,6 +39,13 @@ CASES = [
     ("Like Star Wars, it is a sci-fi adventure.", "172", True, True, "Empire: Sci-Fi, Adventure"),
     ("Like Star Wars, it is a science fiction war epic.", "172", True, True, "two-word synonym"),
     ("Like Up in Smoke, it is a documentary.", "367", False, False, "Clueless is not a documentary"),
+    # word forms outside the lexicon still name a genre (the retry's paraphrases: agent/ranking/retry.py)
+    ("Like Fargo, it is a dramatic and thrillercraft movie.", "98", True, True, "stem forms, both true"),
+    ("Like Fargo, it is a dramatic movie from the 1991 film noire series.", "98", False, True, "noire: no Film-Noir"),
+    ("Like Star Wars, it is action-adventurism in space.", "172", True, True, "adventurism = Adventure"),
+    ("Like Fargo, it is adventurism at its best.", "98", False, False, "Silence of the Lambs: no Adventure"),
+    ("Like Up in Smoke, it is a romanticized comedy.", "367", False, True, "Clueless: no Romance"),
+    ("Like Up in Smoke, it is a fantastic comedy.", "367", True, True, "fantastic is no genre claim"),
     # comparisons: "Like T, it is <genre>" also claims T shares the genre
     ("Like The White Balloon, it is a comedy.", "367", False, True, "White Balloon is a drama only"),
     # years and decades

@@ -6,7 +6,8 @@ split into claims and each is checked:
 
 - **title**: a catalogue title named in the reason must be in the user's history (or be the item);
 - **genre**: a genre word (catalogue names and `reasonrec.text.GENRE_SYNONYMS`: "funny", "scary",
-  "kids", ...) is a claim about the recommended item, true when the item has that genre;
+  "kids", ...; forms of `GENRE_STEMS`: "thrillercraft", "film noire") is a claim about the recommended
+  item, true when the item has that genre;
 - **shared**: "Like <T>, it ..." / "shares ... with <T>" also claims T shares a named genre;
 - **year / decade**: "1995", "90s", "the 1990s", "nineties" must match the item's year;
 - **cowatch**: "3 of the 5 people who watched <T> also watched it" (counts must be exact) and
@@ -101,6 +102,13 @@ GENRE_WORDS = _genre_lexicon()
 # Hyphens separate words here: "comedy-drama" claims both genres ("sci-fi" is matched whole, longest first).
 _GENRE_RE = re.compile(r"(?<![\w'])(" + "|".join(re.escape(w) for w in sorted(GENRE_WORDS, key=len, reverse=True))
                        + r")(?![\w'])", re.I)  # fmt: skip
+# Word forms the lexicon does not list but that still name a genre: "thrillercraft", "film noire", "adventurism",
+# "romanticized", "dramatically", "comedies-to-be". Only stems that no everyday word shares ("fantastic" or
+# "mysterious" say nothing about a genre, so "fantas" and "myster" are not here). The reasons' second try
+# (retry.py) bans the list's usual phrasings, and the small model then reached for such forms.
+GENRE_STEMS = {"noir": "Film-Noir", "adventur": "Adventure", "thrill": "Thriller", "romant": "Romance",
+               "comed": "Comedy", "dramat": "Drama", "dramed": "Drama", "animat": "Animation"}  # fmt: skip
+_STEM_RE = re.compile(r"(?<![\w'])(" + "|".join(GENRE_STEMS) + r")[a-z]*(?![\w'])", re.I)
 _YEAR_RE = re.compile(r"(?<![\w'])(1[89]\d\d|20\d\d)(s?)(?!\w)")
 _DECADE_RE = re.compile(r"(?<![\w])'?([0-9]0)s(?!\w)|(?<!\w)(" + "|".join(DECADE_WORDS) + r")(?!\w)", re.I)
 _T = r"<T(\d+)>"  # a masked title
@@ -247,7 +255,7 @@ class ClaimChecker:
         if not m:
             return []
         anchors = named[int(m.group(1) or m.group(2))]
-        said = {GENRE_WORDS[g.group().lower()] for g in _GENRE_RE.finditer(masked)}
+        said = {g for _, g in genre_mentions(masked)}
         if not anchors or not said:
             return []
         theirs = sorted({g for a in anchors for g in a.genres})
@@ -260,8 +268,9 @@ class ClaimChecker:
         counts = [(m.start(), m.end()) for r in (_COUNT_RE, _PERCENT_RE) for m in r.finditer(masked)]
         free = lambda m: not any(s <= m.start() < e for s, e in counts)  # noqa: E731
         out, genres = [], set(item.genres)
-        for m in filter(free, _GENRE_RE.finditer(masked)):
-            g = GENRE_WORDS[m.group().lower()]
+        for m, g in genre_mentions(masked):
+            if not free(m):
+                continue
             why = "" if g in genres else f"its genres are {', '.join(item.genres) or 'none'}"
             out.append(Claim(kind="genre", text=m.group(), true=g in genres, start=m.start(), detail=why))
         for m in filter(free, _YEAR_RE.finditer(masked)):
@@ -297,6 +306,16 @@ class ClaimChecker:
         for start, end, _ in reversed(self.titles.find(text)):
             text = text[:start] + "TITLE" + text[end:]
         return text
+
+
+def genre_mentions(text: str) -> list[tuple[re.Match[str], str]]:
+    """Every genre word of `text` with its genre: lexicon words, then stem forms no lexicon word covers."""
+    found = [(m, GENRE_WORDS[m.group().lower()]) for m in _GENRE_RE.finditer(text)]
+    spans = [(m.start(), m.end()) for m, _ in found]
+    for m in _STEM_RE.finditer(text):
+        if not any(a <= m.start() < b or m.start() <= a < m.end() for a, b in spans):
+            found.append((m, GENRE_STEMS[m.group(1).lower()]))
+    return sorted(found, key=lambda f: f[0].start())
 
 
 def query_genres(query: str | None) -> set[str]:
