@@ -145,9 +145,9 @@ class CandidatesConfig(_Section):
         "without it (and say so); train: train it on first use if missing (minutes on a CPU); off: never.",
     )
     fusion: Literal["rrf", "linear"] = Field("rrf", description="How the sources' lists are merged.")
-    rrf_k: float = Field(20.0, description="Reciprocal-rank constant (chosen on validation items, 943 users).")
+    rrf_k: float = Field(30.0, description="Reciprocal-rank constant (chosen on validation items, 943 users).")
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"collaborative": 1.0, "cooccurrence": 1.0, "ease": 1.25, "semantic": 0.2},
+        default_factory=lambda: {"collaborative": 1.0, "cooccurrence": 0.4, "ease": 0.75, "semantic": 0.2},
         description="Per-source fusion weights (missing = 1.0); the defaults were fitted on validation items "
         "(bench/retrieval_eval.py).",
     )
