@@ -8,13 +8,13 @@ from a library.
 
 Why a fourth source although it is weaker alone than SASRec or windowed co-occurrence: it sees the whole
 history at once (the other two favour the latest items), so it is sometimes right where they are wrong.
-Measured on all 943 ML-100K users (bench/retrieval_eval.py, fusion weights refitted on validation items):
-fused recall@20 0.293 -> 0.301 and cand20 HR@1 0.481 -> 0.485, at the cost of recall@50 0.484 -> 0.472
-and NDCG@10 0.106 -> 0.102 (bench/results/full20_retrieval.json): a small gain, reported as it is.
+Measured on all 943 ML-100K users with the 5-epoch SASRec of that day (bench/retrieval_eval.py, fusion
+weights refitted on validation items): fused recall@20 0.293 -> 0.301 and cand20 HR@1 0.481 -> 0.485, at
+the cost of recall@50 0.484 -> 0.472 and NDCG@10 0.106 -> 0.102: a small gain, reported as it is.
 
-The fit inverts a dense items x items matrix: ~0.5 s for 1,682 items on the 2-core CPU, out of reach beyond `EaseConfig.max_items`. A fit on 10,000 or
-more interactions is kept in the content-keyed cache (`retrieval/cache.py`, a week at most: B is derived
-from personal data).
+The fit inverts a dense items x items matrix: ~0.5 s for 1,682 items on the 2-core CPU, out of reach
+beyond `EaseConfig.max_items`. A fit on 10,000 or more interactions is kept in the content-keyed cache
+(`retrieval/cache.py`, a week at most: B is derived from personal data).
 """
 
 from __future__ import annotations
