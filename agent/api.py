@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from reasonrec.agent.candidates import ranking_features
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.inputs import check_argument_types, check_collection, fit_prompt_history, load_dataset_spec
+from reasonrec.agent.model.lazy import LazyModel
 from reasonrec.agent.model.loading import LoadedModel
-from reasonrec.agent.ranking.registry import Ranker, make_ranker
+from reasonrec.agent.ranking.registry import Ranker, make_ranker, may_skip_model, needs_model
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.agent.timing import SetupClock, paused_gc, split_timings
@@ -158,11 +159,20 @@ class RecommenderAgent:
 
     @property
     def ranker(self) -> Ranker:
-        """The ranker for `config.ranker.mode` (generative, scoring or hybrid), built once."""
+        """The ranker for `config.ranker.mode` (generative, scoring or hybrid), built once.
+
+        Where requests may need no model (`may_skip_model`: scoring, `candidates.lm_weight` 0) it is built on
+        a LazyModel that loads the model through `self.model` only for a request whose order the LM decides.
+        """
         if self._ranker is None:
             with self.setup_clock.measure():
-                self._ranker = make_ranker(self.model, self.config)
+                self._ranker = make_ranker(self._model_handle(), self.config)
         return self._ranker
+
+    def _model_handle(self) -> LoadedModel | LazyModel:
+        if self._model is None and may_skip_model(self.config):
+            return LazyModel(self.config.model, lambda: self.model)
+        return self.model
 
     # ---- public verbs: validate -> call -> transform -----------------------------------------
     def recommend(
@@ -223,9 +233,10 @@ class RecommenderAgent:
                     + (" the filter" if where else "")
                     + "; lower k or relax the filter"
                 )
-            req = self._request(hist_ids, [c.item_id for c in cands], k, q, uid)
+            req = self._new_request(hist_ids, [c.item_id for c in cands], k, q, uid)
             req.retrieval_scores = [c.score for c in cands]
             req.features = ranking_features(source, hist_ids, [c.item_id for c in cands], q, known=cands)
+            self._fit_history(req)
             # Lazy builds inside this window (dataset, model, store) are set-up, not this request's latency.
             req_ms = (time.perf_counter() - t0) * 1000 - (self.setup_clock.ms - setup0)
             reqs.append((req, max(req_ms, 0.0)))
@@ -277,10 +288,10 @@ class RecommenderAgent:
         for hist, cands, q in zip(histories, candidate_lists, queries, strict=True):
             if k > len(cands):
                 raise ConfigError(f"`k` must be <= the number of candidates ({len(cands)}), got {k}")
-            req = self._request(list(hist), list(cands), k, q, None)
+            req = self._new_request(list(hist), list(cands), k, q, None)
             if with_retrieval:
                 req.features = ranking_features(self.candidate_source, list(hist), list(cands), q)
-            reqs.append(req)
+            reqs.append(self._fit_history(req))
         return self._run(reqs, [0.0] * len(reqs), progress)
 
     # ---- helpers ------------------------------------------------------------------------------
@@ -302,20 +313,33 @@ class RecommenderAgent:
         return hist
 
     def _request(self, hist: list[str], cands: list[str], k: int, query: str | None, uid: Any) -> RankRequest:
+        """A validated request without retrieval features, its history cut to the model's context."""
+        return self._fit_history(self._new_request(hist, cands, k, query, uid))
+
+    def _new_request(self, hist: list[str], cands: list[str], k: int, query: str | None, uid: Any) -> RankRequest:
         missing = [i for i in [*hist, *cands] if i not in self.items]
         if missing:
             raise UnknownItemError(f"unknown item id(s) {missing[:5]} (not in catalogue {self.dataset.name!r})")
         if len(set(cands)) != len(cands):
             raise ConfigError("candidate ids must be distinct")
-        history_items, cand_items = [self.items[i] for i in hist], [self.items[i] for i in cands]
-        history = fit_prompt_history(self.model, self.config, self.ranker.prompter, history_items, cand_items, k, query)
         return RankRequest(
-            history=history,
+            history=[self.items[i] for i in hist],
             candidates=[self.items[i] for i in cands],
             k=k,
             query=query,
             user_id=None if uid is None else str(uid),
         )
+
+    def _fit_history(self, req: RankRequest) -> RankRequest:
+        """`req` with the oldest history dropped where a prompt of it would not fit the model's context.
+
+        A request the model will not see (`needs_model` false) keeps its whole history: no prompt of it is
+        rendered, so only the reasons read it, and they are built from facts.
+        """
+        if needs_model(self.config, req):
+            args = (req.history, req.candidates, req.k, req.query)
+            req.history = fit_prompt_history(self.model, self.config, self.ranker.prompter, *args)
+        return req
 
     def _run(self, reqs: list[RankRequest], extra_ms: list[float], progress: Progress | None) -> list[Recommendations]:
         data = self._reason_data()

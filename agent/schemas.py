@@ -76,13 +76,15 @@ class Recommendations(BaseModel):
     )
     confidence: float | None = Field(
         None,
-        description="Scoring/hybrid: top-1 minus top-2 candidate probability (averaged over permutations), "
-        "0..1; None in generative mode.",
+        description="Scoring/hybrid: the LM's top-1 minus top-2 candidate probability (averaged over "
+        "permutations), 0..1; None in generative mode, and where no scoring forward pass ran (candidates.lm_weight "
+        "0 with retrieval features: the fused retrieval score alone ordered the list; timings.lm_skipped = 1).",
     )
     timings: dict[str, float] = Field(
         default_factory=dict,
         description="Milliseconds: retrieval_ms, model_ms, reasons_ms and 'total' (their sum) for this request; "
-        "setup_ms: one-time loading this call paid first (0 when warm); plus the ranker's own stages.",
+        "setup_ms: one-time loading this call paid first (0 when warm); plus the ranker's own stages. "
+        "lm_skipped = 1: no ranking forward pass ran (the fused retrieval score alone ordered the list).",
     )
 
     # Counters are read off the items, never kept by hand, so they cannot disagree with `items[].source`.

@@ -10,6 +10,9 @@ Every result's `timings` then holds (milliseconds):
     model_ms      the ranking model's work for this request (prompts + forward/generate; share of a batch)
     reasons_ms    generating the reasons (hybrid mode; 0 otherwise)
     total         retrieval_ms + model_ms + reasons_ms: what the request costs once everything is loaded
+    lm_skipped    1 where no ranking forward pass ran (scoring/hybrid with candidates.lm_weight 0: the fused
+                  retrieval score alone ordered the list); model_ms then holds no forward pass, only the
+                  ordering (and in hybrid mode the result's assembly)
     setup_ms      one-time set-up that this call paid before its requests could run (0 when warm),
                   the same value on every result of one call
 """
@@ -117,6 +120,8 @@ def timing_line(timings: dict[str, float]) -> str:
     """'retrieval 12 ms · model 310 ms · reasons 0 ms · total 322 ms · set-up 8.4 s': the CLI footer."""
     parts = [f"{name} {timings.get(key, 0.0):.0f} ms" for name, key in
              (("retrieval", "retrieval_ms"), ("model", "model_ms"), ("reasons", "reasons_ms"), ("total", "total"))]
+    if timings.get("lm_skipped"):
+        parts[1] = "no model pass for the order (candidates.lm_weight 0: fused retrieval order)"
     setup = timings.get("setup_ms", 0.0)
     if setup >= 1:
         parts.append(f"set-up {setup / 1000:.1f} s (once per process)")

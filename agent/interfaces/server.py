@@ -189,7 +189,9 @@ def _add_recommend_routes(app: FastAPI, agent: RecommenderAgent, gate: ModelGate
 
     @app.get("/healthz", response_model=Health, tags=["meta"])
     async def healthz() -> Health:
-        model = getattr(agent, "_model", None)  # reported, never loaded, by a health check
+        # reported, never loaded, by a health check: the loaded model, else the one the ranker records
+        # (scoring with candidates.lm_weight 0 may never load it: agent/model/lazy.py)
+        model = getattr(agent, "_model", None) or getattr(getattr(agent, "_ranker", None), "lm", None)
         return Health(
             status="ok",
             model_id=getattr(model, "model_id", None),

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from reasonrec.agent.config import DEFAULT_MODEL, ModelConfig
+from reasonrec.agent.model.lazy import adapter_meta as adapter_meta  # re-exported: finetune/calibrate.py reads it here
+from reasonrec.agent.model.lazy import looks_local, model_identity, recorded_id
 from reasonrec.errors import ModelError
 from reasonrec.paths import models_dir
 
@@ -231,17 +233,17 @@ def resolve_model_path(name_or_path: str, dtype: str | None = None) -> tuple[str
     Raises:
         ModelError: a local path that does not exist, or a GGUF that cannot be converted.
     """
+    model_id = recorded_id(name_or_path)
     if name_or_path == DEFAULT_MODEL:
-        return str(converted(packaged_gguf(), dtype)), "SmolLM2-135M-Instruct"
+        return str(converted(packaged_gguf(), dtype)), model_id
     p = Path(name_or_path).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ModelError(f"GGUF file {str(p)!r} does not exist")
-        return str(converted(p, dtype)), p.stem
-    looks_local = name_or_path.startswith((".", "/", "~")) or p.exists()
-    if looks_local and not (p / "config.json").is_file():
+        return str(converted(p, dtype)), model_id
+    if looks_local(name_or_path) and not (p / "config.json").is_file():
         raise ModelError(f"model folder {str(p)!r} has no config.json (expected an HF model folder)")
-    return (str(p) if looks_local else name_or_path), (p.name if looks_local else name_or_path)
+    return (str(p) if looks_local(name_or_path) else name_or_path), model_id
 
 
 def _cpu_has_fast_bf16() -> bool:
@@ -282,7 +284,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device, dtype = pick_device_dtype(cfg)
-    path, model_id = resolve_model_path(cfg.name_or_path, str(dtype).removeprefix("torch."))
+    path, _ = resolve_model_path(cfg.name_or_path, str(dtype).removeprefix("torch."))
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
@@ -309,35 +311,17 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         raise ModelError(f"cannot load model {cfg.name_or_path!r}: {e}") from e
     if "quantization_config" not in kwargs:
         model.to(device)
-    meta: dict[str, Any] = {}
     if cfg.adapter:
         model = _attach_adapter(model, cfg)
-        model_id = f"{model_id}+{Path(cfg.adapter).name}"
-        meta = adapter_meta(Path(cfg.adapter).expanduser())
     model.eval()
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    value, template = meta.get("score_temperature"), meta.get("template_version")
+    ident = model_identity(cfg)
     return LoadedModel(
-        model, tok, model_id, device, str(dtype).removeprefix("torch."),
-        score_temperature=float(value) if isinstance(value, int | float) and value > 0 else None,
-        adapter_template=template if isinstance(template, str) else None,
+        model, tok, ident.model_id, device, str(dtype).removeprefix("torch."),
+        score_temperature=ident.score_temperature, adapter_template=ident.adapter_template,
     )  # fmt: skip
-
-
-def adapter_meta(adapter: Path) -> dict[str, Any]:
-    """What `reasonrec train` saved beside the adapter: fitted temperature, template version, ...
-
-    An adapter from elsewhere (or an older run) has none: no calibration (T = 1), no template check.
-    """
-    import json
-
-    try:
-        meta = json.loads((adapter / "reasonrec_train.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def _attach_adapter(model: Any, cfg: ModelConfig) -> Any:

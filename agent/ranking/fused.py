@@ -4,30 +4,45 @@ score(i) = candidates.lm_weight * log p_LM(i) + candidates.retrieval_weight * fu
 
 where fusion(i) is 60 x the weighted reciprocal-rank sum over the sources (agent/candidates.py). Both
 weights are fitted on validation items (`fit_fusion_weights`), so the LM can only add what it knows on
-top of what retrieval knows; with lm_weight 0 the fused retrieval order decides and the LM explains.
-A request without retrieval features (a caller's own candidate list) is ordered by the LM alone.
+top of what retrieval knows; with lm_weight 0 the fused retrieval order decides and the LM explains, so
+such a request's ranking runs no forward pass at all (`lm_decides`; scoring mode then never loads the
+model). A request without retrieval features (a caller's own candidate list) is ordered by the LM alone.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from reasonrec.agent.ranking.request import RankRequest
 
 
+def lm_decides(req: RankRequest, lm_weight: float) -> bool:
+    """Whether the LM's probabilities change `req`'s fused scores, i.e. whether ranking it needs a forward pass.
+
+    Without retrieval features they are the whole score; with them, only where `lm_weight` is not 0 (the
+    shipped default is 0: the score is then the fused retrieval score, and the LM only explains).
+    """
+    return not req.features or lm_weight != 0
+
+
 def fused_scores(
-    req: RankRequest, probs: dict[str, float], lm_weight: float, retrieval_weight: float
+    req: RankRequest, probs: Mapping[str, float] | None, lm_weight: float, retrieval_weight: float
 ) -> dict[str, float]:
-    """Item id -> fused ranking score; the LM's log-probability alone when `req` has no features."""
+    """Item id -> fused ranking score; the LM's log-probability alone when `req` has no features.
+
+    `probs` (the LM's, per candidate) is read only where `lm_decides`; elsewhere it may be None.
+    """
+    fusion = [retrieval_weight * f.get("fusion", 0.0) for f in req.features]
+    if not lm_decides(req, lm_weight):  # lm_weight 0: the LM's term is exactly 0, whatever it scored
+        return {c.id: x for c, x in zip(req.candidates, fusion, strict=True)}
+    if probs is None:
+        raise ValueError("the LM decides this request's order (lm_decides), but no LM probabilities were given")
     if not req.features:
         return {c.id: _log(probs[c.id]) for c in req.candidates}
-    return {
-        c.id: (lm_weight * _log(probs[c.id]) if lm_weight else 0.0) + retrieval_weight * f.get("fusion", 0.0)
-        for c, f in zip(req.candidates, req.features, strict=True)
-    }
+    return {c.id: lm_weight * _log(probs[c.id]) + x for c, x in zip(req.candidates, fusion, strict=True)}
 
 
 def _log(p: float) -> float:

@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from reasonrec.agent.config import AgentConfig
+from reasonrec.agent.model.lazy import LazyModel
 from reasonrec.agent.model.loading import LoadedModel
+from reasonrec.agent.ranking.fused import lm_decides
 from reasonrec.agent.ranking.generative import GenerativeRanker
 from reasonrec.agent.ranking.hybrid import HybridRanker
 from reasonrec.agent.ranking.prompter import Prompter
@@ -31,8 +33,9 @@ class Ranker(Protocol):
     ) -> list[Recommendations]: ...
 
 
-def make_ranker(lm: LoadedModel, config: AgentConfig) -> Ranker:
-    """The ranker for `config.ranker.mode`: generative, scoring or hybrid."""
+def make_ranker(lm: LoadedModel | LazyModel, config: AgentConfig) -> Ranker:
+    """The ranker for `config.ranker.mode`: generative, scoring or hybrid (a LazyModel only where
+    `may_skip_model`: the other modes touch the model as they are built)."""
     served = template_version(config.prompt)
     if lm.adapter_template and lm.adapter_template != served:  # e.g. trained compact, served full
         log.warning("the adapter was trained with rank template %r but this config renders %r: "
@@ -47,3 +50,15 @@ def make_ranker(lm: LoadedModel, config: AgentConfig) -> Ranker:
     if mode == "hybrid":
         return HybridRanker(lm, config)
     raise ConfigError(f"`ranker.mode` must be 'generative', 'scoring' or 'hybrid', got {mode!r}")
+
+
+def may_skip_model(config: AgentConfig) -> bool:
+    """Whether requests may be ranked as `config` says without the model at all: in scoring mode with
+    `candidates.lm_weight` 0 a request with retrieval features is ordered by the fused retrieval score alone."""
+    return config.ranker.mode == "scoring" and config.candidates.lm_weight == 0
+
+
+def needs_model(config: AgentConfig, req: RankRequest) -> bool:
+    """Whether ranking `req` as `config` says runs the model: generative writes the list with it and hybrid
+    the reasons; scoring only where the LM's probabilities decide the order (fused.lm_decides)."""
+    return config.ranker.mode != "scoring" or lm_decides(req, config.candidates.lm_weight)

@@ -11,6 +11,12 @@ mapped back to items per shuffle and each item's probability is averaged. All P 
 through one left-padded forward pass, so the cost is ~P times the tokens, not P round trips.
 
 Hybrid mode (ranking/hybrid.py) orders with this ranker, then has the model explain each pick.
+
+Where the LM's probabilities cannot change the order (`fused.lm_decides`: a request with retrieval features
+and `candidates.lm_weight` 0, the shipped default) the request is ordered by the fused retrieval score at
+once and its forward pass is skipped: the result is the one the pass would have given, without
+`confidence` (an LM margin) and with `timings["lm_skipped"]` = 1. A ranker built on a `LazyModel` then
+never loads the model unless a request needs it.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from typing import Any
 
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.labels import label_token_ids
+from reasonrec.agent.model.lazy import LazyModel
 from reasonrec.agent.model.loading import CompiledForward, LoadedModel
-from reasonrec.agent.ranking.fused import fused_scores, softmax
+from reasonrec.agent.ranking.fused import fused_scores, lm_decides, softmax
 from reasonrec.agent.ranking.generative import BatchedRanker
 from reasonrec.agent.ranking.prefix import SharedPrefix
 from reasonrec.agent.ranking.progress import report_picks
@@ -33,6 +40,7 @@ from reasonrec.agent.ranking.prompter import Prompter
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, ReasonRecError
+from reasonrec.prompts.loader import default_labels
 from reasonrec.prompts.parser import ParsedEntry, ParsedRanking, parse_ranking
 
 log = logging.getLogger(__name__)
@@ -86,11 +94,11 @@ class ScoringRanker(BatchedRanker):
     mode = "scoring"
     fp32_head = True  # False: always use the model's own head (`logits_to_keep=1`); see _label_logits
 
-    def __init__(self, lm: LoadedModel, config: AgentConfig):
-        self.lm = lm
+    def __init__(self, lm: LoadedModel | LazyModel, config: AgentConfig):
+        self.lm = lm  # a LazyModel loads on the first request whose order the LM decides (lm_decides)
         self.config = config
         self.prompter = Prompter(lm, config)  # the rank prompt every mode (and training) renders
-        self._shared = SharedPrefix(lm.model, lm.tokenizer.pad_token_id)
+        self._prefix: SharedPrefix | None = None
         self._prefix_ids: list[int] | None = None
         self.last_prefix_len = 0  # prefix tokens the last forward pass took from the cache
         self.prefix_cache = config.ranker.prefix_cache  # reuse the shared prefix's keys/values (agent/prefix.py)
@@ -104,6 +112,32 @@ class ScoringRanker(BatchedRanker):
     @property
     def permutations(self) -> int:
         return self.config.ranker.permutations
+
+    @property
+    def _shared(self) -> SharedPrefix:
+        """The rank prompts' shared-prefix cache, built at the first forward pass (it holds the model)."""
+        if self._prefix is None:
+            self._prefix = SharedPrefix(self.lm.model, self.lm.tokenizer.pad_token_id)
+        return self._prefix
+
+    def lm_scores(self, requests: Sequence[RankRequest]) -> tuple[list[ItemScores | None], dict[str, float]]:
+        """`score` for the requests whose order the LM decides (fused.lm_decides); None for the others.
+
+        Why: with `candidates.lm_weight` 0 the fused score of a request with retrieval features does not
+        read the LM's probabilities, so its forward pass would be multiplied by zero; it is not run.
+
+        Returns:
+            (per request, its ItemScores or None; timings of the one forward pass over the others, 0 if none ran).
+        """
+        lm_weight = self.config.candidates.lm_weight
+        need = [i for i, r in enumerate(requests) if lm_decides(r, lm_weight)]
+        out: list[ItemScores | None] = [None] * len(requests)
+        if not need:
+            return out, {"prompt_ms": 0.0, "forward_ms": 0.0}
+        scored, stage = self.score([requests[i] for i in need])
+        for i, s in zip(need, scored, strict=True):
+            out[i] = s
+        return out, stage
 
     def score(self, requests: Sequence[RankRequest]) -> tuple[list[ItemScores], dict[str, float]]:
         """Probabilities for every candidate of every request, from one batched forward pass.
@@ -195,12 +229,12 @@ class ScoringRanker(BatchedRanker):
         return self._compiled[key]
 
     def order(self, requests: Sequence[RankRequest]) -> list[list[str]]:
-        """Every request's candidate ids, most probable first (ties keep retriever order)."""
-        scored, _ = self.score(requests)
+        """Every request's candidate ids, highest fused score first (ties keep retriever order)."""
+        scored, _ = self.lm_scores(requests)
         cc = self.config.candidates
         out = []
         for r, s in zip(requests, scored, strict=True):
-            fused = fused_scores(r, s.probs, cc.lm_weight, cc.retrieval_weight)
+            fused = fused_scores(r, s.probs if s else None, cc.lm_weight, cc.retrieval_weight)
             out.append(sorted((c.id for c in r.candidates), key=lambda i: -fused[i]))
         return out
 
@@ -208,43 +242,53 @@ class ScoringRanker(BatchedRanker):
         return [self.finalize_picks(req, p) for req, p in zip(reqs, self.pick(reqs), strict=True)]
 
     def pick(self, reqs: list[RankRequest]) -> list[Picks]:
-        """Each request's top k by probability; retriever order (flagged) if scoring fails."""
+        """Each request's top k by fused score; retriever order (flagged) where the LM's scoring fails."""
         t0 = time.perf_counter()
         try:
-            scored, stage = self.score(reqs)
+            scored, stage = self.lm_scores(reqs)
         except ReasonRecError:
             raise
         except Exception as e:  # model/runtime trouble: retriever order, flagged, never a crash
             log.warning(
                 "scoring failed for a batch of %d (%s: %s); using retriever order", len(reqs), type(e).__name__, e
             )
-            return [self._retriever_order(req, t0, len(reqs)) for req in reqs]
-        per_user_ms = (time.perf_counter() - t0) * 1000 / len(reqs)
+            scored, stage = [None] * len(reqs), {"prompt_ms": 0.0, "forward_ms": 0.0}
+        n_lm = sum(s is not None for s in scored)
+        lm_ms = (time.perf_counter() - t0) * 1000 / max(n_lm, 1)  # the forward pass, shared by the rows that ran it
         out = []
         for req, s in zip(reqs, scored, strict=True):
-            # Stable sort: ties keep retriever order. Labels are those of the original order.
-            labels, _ = label_token_ids(self.lm.tokenizer, len(req.candidates))
-            label_of = {c.id: lab for lab, c in zip(labels, req.candidates, strict=True)}
-            cc = self.config.candidates
-            fused = fused_scores(req, s.probs, cc.lm_weight, cc.retrieval_weight)
-            top = sorted(req.candidates, key=lambda c: -fused[c.id])[: req.k]
-            parsed = ParsedRanking(
-                entries=[ParsedEntry(label=label_of[c.id], item_id=c.id, source="model") for c in top],
-                n_model=req.k, n_fallback=0, off_candidate=[], duplicates=[], missing_reasons=0, format="lines",
-                valid=True,
-            )  # fmt: skip
-            timings = {
-                "prompt_ms": stage["prompt_ms"] / len(reqs),
-                "forward_ms": stage["forward_ms"] / len(reqs),
-                "total": per_user_ms,
-                "batch_size": float(len(reqs)),
-                "permutations": float(self.permutations),
-                "top1_agreement": s.top1_agreement,
-            }
-            shown = softmax(fused) if req.features else s.probs  # the probabilities of the order used
-            out.append(Picks(parsed, timings, {c.id: shown[c.id] for c in top}, s.confidence))
+            if s is None and lm_decides(req, self.config.candidates.lm_weight):  # its scoring failed above
+                out.append(self._retriever_order(req, t0, len(reqs)))
+                continue
+            r0 = time.perf_counter()
+            timings = {"batch_size": float(len(reqs)), "prompt_ms": 0.0, "forward_ms": 0.0, "permutations": 0.0}
+            if s is not None:
+                timings.update(prompt_ms=stage["prompt_ms"] / n_lm, forward_ms=stage["forward_ms"] / n_lm,
+                               permutations=float(self.permutations), top1_agreement=s.top1_agreement)  # fmt: skip
+            else:  # ordered by the fused retrieval score alone: no forward pass ran for it
+                timings["lm_skipped"] = 1.0
+            out.append(self._picks(req, s, timings))
+            timings["total"] = (time.perf_counter() - r0) * 1000 + (lm_ms if s is not None else 0.0)
         report_picks(out)  # a streaming client shows the ranked cards now, before any reason
         return out
+
+    def _picks(self, req: RankRequest, s: ItemScores | None, timings: dict[str, float]) -> Picks:
+        """`req`'s top k by fused score, from the LM's scores `s` (None: the fused retrieval score alone)."""
+        cc = self.config.candidates
+        n = len(req.candidates)
+        fused = fused_scores(req, s.probs if s else None, cc.lm_weight, cc.retrieval_weight)
+        top = sorted(req.candidates, key=lambda c: -fused[c.id])[: req.k]  # stable: ties keep retriever order
+        # Labels name the candidates of the scored prompt; where none was scored, any distinct names do.
+        labels = label_token_ids(self.lm.tokenizer, n)[0] if s else default_labels(n)
+        label_of = {c.id: lab for lab, c in zip(labels, req.candidates, strict=True)}
+        parsed = ParsedRanking(
+            entries=[ParsedEntry(label=label_of[c.id], item_id=c.id, source="model") for c in top],
+            n_model=req.k, n_fallback=0, off_candidate=[], duplicates=[], missing_reasons=0, format="lines",
+            valid=True,
+        )  # fmt: skip
+        shown = s.probs if s is not None and not req.features else softmax(fused)  # the order's probabilities
+        # `confidence` is the LM's top-1 margin: None where the LM did not run, never made up from retrieval.
+        return Picks(parsed, timings, {c.id: shown[c.id] for c in top}, s.confidence if s else None)
 
     def finalize_picks(
         self, req: RankRequest, picks: Picks, reasons: dict[str, str] | None = None, raw: str | None = None,
