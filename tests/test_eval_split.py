@@ -166,9 +166,12 @@ def test_evaluate_llm_scoring_row_reports_validity_and_calibration(tmp_path):
     """The real SmolLM2 on 4 users: rates, the calibration of its top-1 probabilities, the md column."""
     from reasonrec.finetune.evaluation.run import evaluate
 
+    agent = tmp_path / "agent.json"  # the row, not the sequence model: no SASRec training inside a test
+    agent.write_text('{"candidates": {"collaborative": "off"}}')
     cfg = EvalConfig(
-        protocol="cand20", methods=["random", "reasonrec-zeroshot-scoring"], users=4, out_dir=tmp_path, llm_k=5
-    )
+        protocol="cand20", methods=["random", "reasonrec-zeroshot-scoring"], users=4, out_dir=tmp_path, llm_k=5,
+        agent_config=agent,
+    )  # fmt: skip
     row = evaluate(cfg).methods["reasonrec-zeroshot-scoring"]
     assert row.n_users == 4 and row.valid_rate == 1.0 and row.off_catalogue_rate == row.duplicate_rate == 0.0
     cal = row.calibration

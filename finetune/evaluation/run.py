@@ -161,7 +161,12 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
     # Retrieval sources see only what a user had before the test item (train + validation): the agent's
     # own sources are fitted on every interaction, test items included.
     seen = {u: split.eval_history(u, "test") for u in split.user_ids()}
-    base = RecommenderAgent(agent_cfg, dataset=dataset, candidate_source=_split_source(base, agent_cfg, seen, notes))
+    # Built only where a row reads it: it trains the sequence model when missing (minutes), which a
+    # cand20 run of classical rows does not need.
+    fused_rows = any(m == "fusion" or m.startswith(("source-", "reasonrec-")) for m in config.methods)
+    if config.protocol == "full" or fused_rows:
+        source = _split_source(base, agent_cfg, seen, notes)
+        base = RecommenderAgent(agent_cfg, dataset=dataset, candidate_source=source)
     catalogue = sorted(dataset.items, key=natural_key)
     users = select_users(split, config.users, config.seed)
     llm_users = users[: config.llm_users] if config.llm_users else users  # a prefix: a subset of `users`
