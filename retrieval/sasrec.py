@@ -35,6 +35,10 @@ from .config import CollaborativeConfig
 LIBRARY = "cornac"
 LIBRARY_VERSION = "3.0.1"  # the private members used here (_encode, item_emb, pad_idx) are tested at this version
 FORMAT = "sasrec-v1"
+WEIGHTS = "model.safetensors"
+ITEM_EMB = "item_emb.weight"  # the item vectors inside the weights (cornac's `item_emb`)
+USER_VECTORS = "user_vectors.npz"  # the training histories' user vectors (`save_user_vectors`)
+_KNOWN_MAX = 200_000  # user vectors kept in memory per model (a server sees many chat histories)
 
 
 class SASRecInfo(BaseModel):
@@ -79,39 +83,110 @@ class SASRecModel:
     Build with `train_sasrec`, `load` or `load_or_train`.
     """
 
-    def __init__(self, net: Any, info: SASRecInfo):
-        self.net = net.eval()
+    def __init__(self, net: Any, info: SASRecInfo, folder: Path | None = None):
+        self._net = net.eval() if net is not None else None
+        self._folder = folder  # where `net` is rebuilt from on first use when it was not given
         self.info = info
         self.config = CollaborativeConfig(**info.config)
         self.index = {i: r for r, i in enumerate(info.item_ids)}
         self.pad = len(info.item_ids)
+        self._items: np.ndarray | None = None
+        self._known: dict[str, np.ndarray] = {}  # padded index row digest -> user vector (USER_VECTORS)
+        # Only a saved model's outputs are remembered: during training the same object is evaluated after
+        # every epoch, and a vector kept from epoch 1 would be served at epoch 9.
+        self._frozen = folder is not None
+
+    @property
+    def net(self) -> Any:
+        """The torch network, built from the saved weights on first use (imports torch)."""
+        if self._net is None:
+            if self._folder is None:
+                raise DataError("this SASRec model has neither a network nor a folder to load it from")
+            from safetensors.torch import load_file
+
+            net = _build_net(self.config, self.pad)
+            net.load_state_dict(load_file(str(self._folder / WEIGHTS)), strict=True)
+            self._net = net.eval()
+        return self._net
 
     def item_vectors(self) -> np.ndarray:
-        """(n_items, dim) float32 item vectors, row r = `info.item_ids[r]` (padding row dropped)."""
-        return self.net.item_emb.weight[: self.pad].detach().cpu().numpy().astype(np.float32)
+        """(n_items, dim) float32 item vectors, row r = `info.item_ids[r]` (padding row dropped).
 
-    def encode(self, histories: Sequence[Sequence[str]], batch_size: int = 256) -> np.ndarray:
-        """User vectors of histories (oldest first); ids the model does not know are skipped.
-
-        A history with no known item encodes the all-padding sequence; callers that need a real signal
-        check `known()` first.
-
-        Returns:
-            (len(histories), dim) float32; score of an item = user vector . item vector.
+        Read from the weights file with numpy when the network is not built: serving a known user needs
+        no torch at all (see `encode`).
         """
-        import torch
+        if self._items is None or not self._frozen:
+            if self._net is None and self._folder is not None:
+                from safetensors import safe_open
 
+                with safe_open(str(self._folder / WEIGHTS), framework="np") as f:
+                    self._items = np.asarray(f.get_tensor(ITEM_EMB)[: self.pad], dtype=np.float32)
+            else:
+                self._items = self.net.item_emb.weight[: self.pad].detach().cpu().numpy().astype(np.float32)
+        return self._items
+
+    def _rows(self, histories: Sequence[Sequence[str]]) -> list[list[int]]:
         L = self.config.max_len
         rows = []
         for h in histories:
             idx = [self.index[i] for i in h if i in self.index][-L:]
             rows.append([self.pad] * (L - len(idx)) + idx)
-        out = []
-        with torch.no_grad():
-            for s in range(0, len(rows), batch_size):
-                x = torch.tensor(rows[s : s + batch_size], dtype=torch.long)
-                out.append(self.net._encode(x).cpu().numpy())
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.config.embedding_dim), np.float32)
+        return rows
+
+    def encode(self, histories: Sequence[Sequence[str]], batch_size: int = 256) -> np.ndarray:
+        """User vectors of histories (oldest first); ids the model does not know are skipped.
+
+        A history with no known item encodes the all-padding sequence; callers that need a real signal
+        check `known()` first. A history the model was trained on reads its vector from the table
+        `save_user_vectors` wrote beside the weights (the network's own output, kept), so a warm call for
+        a known user never imports torch; any other history runs the network.
+
+        Returns:
+            (len(histories), dim) float32; score of an item = user vector . item vector.
+        """
+        rows = self._rows(histories)
+        keys = [_row_key(r) for r in rows]
+        found = {n: self._known[k] for n, k in enumerate(keys) if self._frozen and k in self._known}
+        missing = [n for n in range(len(rows)) if n not in found]
+        if missing:
+            import torch
+
+            with torch.no_grad():
+                for s in range(0, len(missing), batch_size):
+                    part = missing[s : s + batch_size]
+                    x = torch.tensor([rows[n] for n in part], dtype=torch.long)
+                    found.update(zip(part, self.net._encode(x).cpu().numpy().astype(np.float32), strict=True))
+            for n in missing:
+                if self._frozen and len(self._known) < _KNOWN_MAX:  # bounded: a server meets many histories
+                    self._known[keys[n]] = found[n]
+        if not rows:
+            return np.zeros((0, self.config.embedding_dim), np.float32)
+        return np.stack([found[n] for n in range(len(rows))]).astype(np.float32)
+
+    def save_user_vectors(self, sequences: Mapping[str, Sequence[str]], folder: Path) -> None:
+        """Encode every training history once and keep the vectors beside the weights (`USER_VECTORS`).
+
+        The vectors are the network's output for those exact histories, so serving them is the same as
+        encoding again; they are derived from the interactions, as the weights are, and live and die
+        with the model folder.
+        """
+        seqs = list(sequences.values())
+        vectors = self.encode(seqs) if seqs else np.zeros((0, self.config.embedding_dim), np.float32)
+        keys = np.asarray([_row_key(r) for r in self._rows(seqs)], dtype=str)
+        tmp = folder / (USER_VECTORS + ".tmp")
+        with tmp.open("wb") as f:
+            np.savez(f, keys=keys, vectors=vectors)
+        tmp.replace(folder / USER_VECTORS)
+
+    def _load_user_vectors(self, folder: Path) -> None:
+        path = folder / USER_VECTORS
+        if not path.is_file():
+            return
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                self._known.update(zip((str(k) for k in z["keys"]), z["vectors"].astype(np.float32), strict=True))
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged table is only a cost: encode again
 
     def known(self, history: Sequence[str]) -> list[str]:
         """The history items the model has vectors for."""
@@ -126,7 +201,7 @@ class SASRecModel:
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / "model.safetensors"))
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / WEIGHTS))
         tmp = folder / "model.json.tmp"
         tmp.write_text(self.info.model_dump_json(indent=1))
         tmp.replace(folder / "model.json")
@@ -144,9 +219,7 @@ class SASRecModel:
         Raises:
             DataError: missing/unreadable files, another format or library version, or stale interactions.
         """
-        from safetensors.torch import load_file
-
-        meta, weights = folder / "model.json", folder / "model.safetensors"
+        meta, weights = folder / "model.json", folder / WEIGHTS
         if not meta.is_file() or not weights.is_file():
             raise DataError(f"no trained SASRec model in {folder} (expected model.json + model.safetensors)")
         try:
@@ -163,9 +236,9 @@ class SASRecModel:
                 f"the SASRec model in {folder} was trained on interactions {info.interactions_hash}, but the "
                 f"loaded interactions hash to {expect_interactions}: it is stale; retrain with `reasonrec index`"
             )
-        net = _build_net(CollaborativeConfig(**info.config), len(info.item_ids))
-        net.load_state_dict(load_file(str(weights)), strict=True)
-        return cls(net, info)
+        model = cls(None, info, folder)  # the network is built on first use (`net`): a known user needs none
+        model._load_user_vectors(folder)
+        return model
 
 
 def load_or_train(
@@ -193,11 +266,14 @@ def load_or_train(
 
     config = config or CollaborativeConfig()
     cached = cached_model(sequences, config, cache_dir)
-    if cached is not None:
-        return cached, False
     folder = (cache_dir or home() / "collaborative") / model_key(sequences_hash(sequences), config)
+    if cached is not None:
+        if not (folder / USER_VECTORS).is_file():  # a model saved before the table existed
+            cached.save_user_vectors(sequences, folder)
+        return cached, False
     model = train_sasrec(sequences, config, progress=progress, on_epoch=on_epoch)
     model.save(folder)
+    model.save_user_vectors(sequences, folder)
     return model, True
 
 
@@ -242,6 +318,11 @@ def _build_net(config: CollaborativeConfig, n_items: int, seeded: bool = True) -
         return build()
     with torch.random.fork_rng():  # loading must not move the caller's RNG
         return build()
+
+
+def _row_key(row: Sequence[int]) -> str:
+    """Digest of a padded index row: the whole input of the encoder, so equal keys encode equally."""
+    return hashlib.sha256(np.asarray(row, dtype=np.int32).tobytes()).hexdigest()[:24]
 
 
 from .sasrec_train import train_sasrec  # noqa: E402  (after the names it imports from here)

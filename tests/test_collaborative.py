@@ -180,3 +180,36 @@ def test_build_with_refit_serves_the_refitted_model(ml100k, seqs, tmp_path):
     assert not src.model.config.holdout and src.model.info.epochs_trained == 1
     assert len(list((tmp_path / "cache").iterdir())) == 2  # the holdout run and the refit, both cached
     assert src.name == "refit-test-sasrec" and src.count() == len(src.model.info.item_ids)
+
+
+def test_a_trained_history_is_served_from_the_saved_vectors_without_torch(seqs, tiny, ml100k, tmp_path_factory):
+    """`load_or_train` keeps the training histories' vectors beside the weights; a fresh process serves those
+    histories (and the item vectors) without importing torch, equal to the network's own output, and still
+    runs the network for a history it was not trained on."""
+    import subprocess
+    import sys
+
+    from reasonrec.retrieval.sasrec import USER_VECTORS, model_key
+
+    cache = tmp_path_factory.mktemp("collab-vectors")
+    model, _ = load_or_train(seqs, TINY, cache_dir=cache)
+    folder = cache / model_key(sequences_hash(seqs), TINY)
+    assert (folder / USER_VECTORS).is_file()
+    known = [seqs[u] for u in list(seqs)[:5]]
+    unseen = [ml100k.history(u)[:7] for u in ml100k.users()[100:103]]
+    code = (
+        "import json, sys; from pathlib import Path; from reasonrec.retrieval.sasrec import SASRecModel;"
+        f"m = SASRecModel.load(Path({str(folder)!r}));"
+        f"k = m.encode({known!r}).tolist(); iv = m.item_vectors().tolist(); before = 'torch' in sys.modules;"
+        f"u = m.encode({unseen!r}).tolist();"
+        "print(json.dumps([before, 'torch' in sys.modules, k, iv, u]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    torch_before, torch_after, k, iv, u = json.loads(out.strip().splitlines()[-1])
+    assert not torch_before and torch_after  # the unseen histories needed the network
+    assert np.allclose(k, model.encode(known), atol=1e-5)
+    assert np.array_equal(np.asarray(iv, dtype=np.float32), model.item_vectors())
+    assert np.allclose(u, model.encode(unseen), atol=1e-5)
+    (folder / USER_VECTORS).write_bytes(b"not an npz")  # a damaged table is dropped, never an error
+    again = SASRecModel.load(folder)
+    assert np.allclose(again.encode(known), model.encode(known), atol=1e-5) and not (folder / USER_VECTORS).exists()
