@@ -8,6 +8,7 @@ item and in the same order. See docs/scaling.md.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,12 @@ def served_catalogue(chroma_server, ml100k, tmp_path_factory):
         w.writerows(
             [r.user_id, r.item_id, int(r.timestamp), r.rating] for r in ml100k.interactions if r.item_id in items
         )
+    # `index` also trains the sequence model; a one-epoch 16-d one keeps this fixture at seconds (the
+    # default trains up to 30 epochs, minutes on a CPU) while still running that path.
+    agent_cfg = folder / "agent.json"
+    agent_cfg.write_text(json.dumps({"candidates": {"sasrec": {
+        "embedding_dim": 16, "max_len": 20, "n_sample": 128, "batch_size": 128, "max_epochs": 1, "patience": 0,
+    }}}))  # fmt: skip
     proc = subprocess.run(
         [
             sys.executable,
@@ -64,6 +71,8 @@ def served_catalogue(chroma_server, ml100k, tmp_path_factory):
             f"{cat},{inter}",
             "--chroma-url",
             chroma_server,
+            "--config",
+            str(agent_cfg),
         ],
         capture_output=True,
         text=True,

@@ -2,7 +2,7 @@
 
 score(i) = candidates.lm_weight * log p_LM(i) + candidates.retrieval_weight * fusion(i)
 
-where fusion(i) is 60 x the weighted reciprocal-rank sum over the sources (agent/candidates.py). Both
+where fusion(i) is `candidates.rrf_k` x the weighted reciprocal-rank sum over the sources (agent/candidates.py). Both
 weights are fitted on validation items (`fit_fusion_weights`), so the LM can only add what it knows on
 top of what retrieval knows; with lm_weight 0 the fused retrieval order decides and the LM explains, so
 such a request's ranking runs no forward pass at all (`lm_decides`; scoring mode then never loads the
