@@ -108,7 +108,7 @@ class RecommenderAgent:
 
     @property
     def candidate_source(self) -> CandidateSource:
-        """The injected source, else the fused collaborative + co-occurrence + semantic source (built once)."""
+        """The injected source, else the fused collaborative + co-occurrence + EASE + semantic source (built once)."""
         if self._generator is None:
             with self.setup_clock.measure():
                 self._generator = self._fused_source(train=None)

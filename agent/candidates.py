@@ -1,4 +1,4 @@
-"""The agent's candidate source: collaborative + co-occurrence + semantic retrieval, fused.
+"""The agent's candidate source: collaborative + co-occurrence + EASE + semantic retrieval, fused.
 
 `build_candidate_source` assembles the `FusedSource` a config names; the agent uses it unless it is
 given another `CandidateSource`. `ranking_features` gives every candidate of a list its per-source
@@ -27,8 +27,8 @@ from reasonrec.retrieval.types import Dataset
 
 log = logging.getLogger(__name__)
 NOT_TRAINED = (
-    "the collaborative model for these interactions is not trained yet: serving co-occurrence + semantic "
-    "candidates; run `reasonrec index` once (a few minutes) for the sequence model"
+    "the collaborative model for these interactions is not trained yet: serving co-occurrence + EASE + semantic "
+    "candidates; run `reasonrec index` once (about half an hour on 2 CPU cores) for the sequence model"
 )
 
 
