@@ -28,11 +28,10 @@ from reasonrec.errors import ConfigError, DataError
 from . import cache
 from .config import CooccurrenceConfig
 from .scored import ScoredSource
-from .types import Dataset, Item, natural_key
+from .types import Item, natural_key
 
 KIND = "cooccurrence"
 FORMAT = 1
-CACHE_MIN_ROWS = 10_000  # smaller fits take milliseconds: not worth a file
 _ARRAYS = ("data", "indices", "indptr", "shape")
 
 
@@ -77,11 +76,6 @@ class CooccurrenceSource(ScoredSource):
     # --- building -----------------------------------------------------------------------------------
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, config: CooccurrenceConfig | None = None) -> CooccurrenceSource:
-        """Fit on every interaction of a dataset (per-user order: timestamp, then item id)."""
-        return cls.fit({u: dataset.history(u) for u in dataset.users()}, config, dataset.items)
-
-    @classmethod
     def fit(
         cls,
         sequences: Mapping[str, Sequence[str]],
@@ -102,21 +96,8 @@ class CooccurrenceSource(ScoredSource):
             DataError: no sequence holds any item.
         """
         self = cls(config or CooccurrenceConfig(), items)
-        key = None
-        if sum(len(s) for s in sequences.values()) >= CACHE_MIN_ROWS:
-            key = cache.make_key(
-                KIND, FORMAT, cache.sequences_digest(sequences), self.config.model_dump(),
-                np.__version__, scipy.__version__, cache.code_digest(sys.modules[__name__]),
-            )  # fmt: skip
-            hit = cache.lookup(KIND, key, ".npz")
-            if hit is not None:
-                try:
-                    return self._read(hit)
-                except (OSError, ValueError, KeyError):
-                    cache.discard(hit)
-        self._count(sequences)
-        if key is not None:
-            cache.store(KIND, key, ".npz", self._write)
+        parts = (FORMAT, np.__version__, scipy.__version__, cache.code_digest(sys.modules[__name__]))
+        self._fit_cached(KIND, parts, sequences, self._count)
         return self
 
     def _count(self, sequences: Mapping[str, Sequence[str]]) -> None:

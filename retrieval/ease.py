@@ -31,11 +31,10 @@ from reasonrec.errors import ConfigError, DataError
 from . import cache
 from .config import EaseConfig
 from .scored import ScoredSource
-from .types import Dataset, Item, natural_key
+from .types import Item, natural_key
 
 KIND = "ease"
 FORMAT = 1
-CACHE_MIN_ROWS = 10_000
 
 
 class EaseSource(ScoredSource):
@@ -48,11 +47,6 @@ class EaseSource(ScoredSource):
         super().__init__(items)
         self.config = config
         self.weights = np.zeros((0, 0), dtype=np.float32)  # B, items x items, zero diagonal
-
-    @classmethod
-    def from_dataset(cls, dataset: Dataset, config: EaseConfig | None = None) -> EaseSource:
-        """Fit on every interaction of a dataset."""
-        return cls.fit({u: dataset.history(u) for u in dataset.users()}, config, dataset.items)
 
     @classmethod
     def fit(
@@ -73,21 +67,8 @@ class EaseSource(ScoredSource):
             ConfigError: more items have interactions than `config.max_items`.
         """
         self = cls(config or EaseConfig(), items)
-        key = None
-        if sum(len(s) for s in sequences.values()) >= CACHE_MIN_ROWS:
-            key = cache.make_key(
-                KIND, FORMAT, cache.sequences_digest(sequences), self.config.model_dump(),
-                np.__version__, cache.code_digest(sys.modules[__name__]),
-            )  # fmt: skip
-            hit = cache.lookup(KIND, key, ".npz")
-            if hit is not None:
-                try:
-                    return self._read(hit)
-                except (OSError, ValueError, KeyError):
-                    cache.discard(hit)
-        self._solve(sequences)
-        if key is not None:
-            cache.store(KIND, key, ".npz", self._write)
+        parts = (FORMAT, np.__version__, cache.code_digest(sys.modules[__name__]))
+        self._fit_cached(KIND, parts, sequences, self._solve)
         return self
 
     def _solve(self, sequences: Mapping[str, Sequence[str]]) -> None:

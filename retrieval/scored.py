@@ -15,10 +15,13 @@ import numpy as np
 
 from reasonrec.errors import ConfigError
 
+from . import cache
 from .candidates import Candidate
 from .store import item_metadata
-from .types import Item
+from .types import Dataset, Item
 from .where import compile_where
+
+CACHE_MIN_ROWS = 10_000  # smaller fits take milliseconds: not worth a file
 
 
 class ScoredSource:
@@ -38,9 +41,37 @@ class ScoredSource:
         self.index: dict[str, int] = {}
         self._metas: list[dict[str, Any]] | None = None  # item_metadata per fitted item, built for `where`
 
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, config: Any = None) -> Any:
+        """`fit` on every interaction of a dataset (per-user order: timestamp, then item id)."""
+        return cls.fit({u: dataset.history(u) for u in dataset.users()}, config, dataset.items)  # type: ignore[attr-defined]
+
     def scores(self, history: Sequence[str]) -> np.ndarray:
         """Score of every fitted item (aligned with `self.ids`); history items included."""
         raise NotImplementedError
+
+    def _fit_cached(
+        self, kind: str, key_parts: Sequence[Any], sequences: Mapping[str, Sequence[str]], compute: Any
+    ) -> None:
+        """`compute(sequences)`, or its result from the content-keyed cache (retrieval/cache.py).
+
+        Fits on fewer than `CACHE_MIN_ROWS` interactions take milliseconds and are not kept. The key holds
+        the sequences' digest, the settings and `key_parts` (format, library versions, the code's digest).
+        The subclass writes and reads its state with `_write(path)` / `_read(path)` (.npz, no pickle).
+        """
+        key = None
+        if sum(len(s) for s in sequences.values()) >= CACHE_MIN_ROWS:
+            key = cache.make_key(kind, *key_parts, cache.sequences_digest(sequences), self.config.model_dump())
+            hit = cache.lookup(kind, key, ".npz")
+            if hit is not None:
+                try:
+                    self._read(hit)
+                    return
+                except (OSError, ValueError, KeyError):
+                    cache.discard(hit)
+        compute(sequences)
+        if key is not None:
+            cache.store(kind, key, ".npz", self._write)
 
     def _meta(self, k: int) -> dict[str, Any]:
         """`item_metadata` of the k-th fitted item (built for every item at the first `where` filter)."""
