@@ -83,38 +83,33 @@ def bootstrap(a: np.ndarray, b: np.ndarray, n: int, seed: int) -> list[float]:
     return [float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def tune_cooccurrence(split, valid_hist, items) -> tuple[CooccurrenceConfig, list[dict]]:
-    """Pick window / recent / decay by validation recall@20 (then NDCG@10), fitted on train items only."""
+def sweep(source_cls, configs, split, valid_hist, items) -> tuple[object, list[dict]]:
+    """Fit `source_cls` on train items with each config; pick by validation recall@20, then NDCG@10."""
     rows = []
-    for window, recent, decay in itertools.product((10, 20, 40), (5, 10, 20), (0.6, 0.7, 0.8, 0.9, 0.95)):
-        cfg = CooccurrenceConfig(window=window, recent=recent, decay=decay)
-        co = CooccurrenceSource.fit(valid_hist, cfg, items=items)
+    for cfg in configs:
+        source = source_cls.fit(valid_hist, cfg, items=items)
         per = [
-            user_metrics([c.item_id for c in co.candidates(valid_hist[u], 20)], split.target(u, "valid"), KS)
+            user_metrics([c.item_id for c in source.candidates(valid_hist[u], 20)], split.target(u, "valid"), KS)
             for u in split.user_ids()
         ]
         m = aggregate(per)
         rows.append(
             {**cfg.model_dump(), "val_recall@20": round(m["recall@20"], 4), "val_ndcg@10": round(m["ndcg@10"], 4)}
         )
-    best = max(rows, key=lambda r: (r["val_recall@20"], r["val_ndcg@10"]))
-    return CooccurrenceConfig(window=best["window"], recent=best["recent"], decay=best["decay"]), rows
+    best = max(range(len(rows)), key=lambda n: (rows[n]["val_recall@20"], rows[n]["val_ndcg@10"]))
+    return configs[best], rows
+
+
+def tune_cooccurrence(split, valid_hist, items) -> tuple[CooccurrenceConfig, list[dict]]:
+    """Co-occurrence window / recent / decay (see `sweep`)."""
+    grid = itertools.product((10, 20, 40), (5, 10, 20), (0.6, 0.7, 0.8, 0.9, 0.95))
+    configs = [CooccurrenceConfig(window=w, recent=r, decay=d) for w, r, d in grid]
+    return sweep(CooccurrenceSource, configs, split, valid_hist, items)
 
 
 def tune_ease(split, valid_hist, items) -> tuple[EaseConfig, list[dict]]:
-    """Pick EASE's l2 by validation recall@20 (then NDCG@10), fitted on train items only."""
-    rows = []
-    for l2 in EASE_L2:
-        cfg = EaseConfig(l2=l2)
-        ease = EaseSource.fit(valid_hist, cfg, items=items)
-        per = [
-            user_metrics([c.item_id for c in ease.candidates(valid_hist[u], 20)], split.target(u, "valid"), KS)
-            for u in split.user_ids()
-        ]
-        m = aggregate(per)
-        rows.append({"l2": l2, "val_recall@20": round(m["recall@20"], 4), "val_ndcg@10": round(m["ndcg@10"], 4)})
-    best = max(rows, key=lambda r: (r["val_recall@20"], r["val_ndcg@10"]))
-    return EaseConfig(l2=best["l2"]), rows
+    """EASE's l2 (see `sweep`)."""
+    return sweep(EaseSource, [EaseConfig(l2=l2) for l2 in EASE_L2], split, valid_hist, items)
 
 
 def commit_of(paths: list[str]) -> str:
