@@ -163,6 +163,14 @@ class CandidatesConfig(_Section):
     retrieval_weight: float = Field(
         1.0, description="Weight of the fused retrieval score (rrf_k x reciprocal-rank sum) in the ranking score."
     )
+    label_bias: NonNegativeFloat | None = Field(
+        None,
+        description="Constrained generative: while the model picks a label, each candidate's label logit gets "
+        "+ label_bias x retrieval_weight x fusion, so the list it writes follows the fused ranking score unless "
+        "the LM is confident. None: 1 / lm_weight where the fit gave the LM a weight (the first pick then "
+        "maximises the fused score itself), else 8 (with lm_weight 0 the LM moves a pick only where retrieval "
+        "is nearly tied). 0: the LM alone picks.",
+    )
     cooccurrence: CooccurrenceConfig = Field(default_factory=CooccurrenceConfig)
     ease: EaseConfig = Field(default_factory=EaseConfig)
     sasrec: CollaborativeConfig = Field(default_factory=CollaborativeConfig)

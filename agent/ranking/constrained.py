@@ -88,6 +88,7 @@ class _Row:
     reason_len: int = 0
     last: int = -1  # the label token of the current line
     pending: list[int] = field(default_factory=list)  # opener tokens still to be written
+    bias: dict[int, float] = field(default_factory=dict)  # label token -> added to its logit (fused.label_bias)
 
 
 class RankLogitsProcessor:
@@ -103,6 +104,9 @@ class RankLogitsProcessor:
         row_openers: per batch row, label token id -> token ids every reason for that label starts
             with (agent.reasons.reason_opener: "Like <closest history title>, it"); they are forced
             and do not count against `max_reason_tokens`.
+        row_label_bias: per batch row, label token id -> a value added to that label's logit whenever
+            the row picks a label (the fused retrieval score, fused.label_bias); greedy decoding then
+            writes the fused order unless the LM's own margin is larger.
 
     Raises:
         ConfigError: inconsistent rows, k out of range or token bounds < 1.
@@ -117,6 +121,7 @@ class RankLogitsProcessor:
         max_reason_tokens: int,
         min_reason_tokens: int = MIN_REASON_TOKENS,
         row_openers: list[dict[int, list[int]]] | None = None,
+        row_label_bias: list[dict[int, float]] | None = None,
     ):
         if len(row_labels) != len(ks):
             raise ConfigError(f"`row_labels` and `ks` must have one entry per row, got {len(row_labels)} and {len(ks)}")
@@ -131,7 +136,13 @@ class RankLogitsProcessor:
         openers = row_openers if row_openers is not None else [{} for _ in ks]
         if len(openers) != len(ks):
             raise ConfigError(f"`row_openers` must have one entry per row, got {len(openers)} for {len(ks)} rows")
-        self.rows = [_Row(list(lab), k, dict(op)) for lab, k, op in zip(row_labels, ks, openers, strict=True)]
+        biases = row_label_bias if row_label_bias is not None else [{} for _ in ks]
+        if len(biases) != len(ks):
+            raise ConfigError(f"`row_label_bias` must have one entry per row, got {len(biases)} for {len(ks)} rows")
+        self.rows = [
+            _Row(list(lab), k, dict(op), bias=dict(b))
+            for lab, k, op, b in zip(row_labels, ks, openers, biases, strict=True)
+        ]
         self.prompt_len = prompt_len
         self.consumed = prompt_len
         self.max_reason = max_reason_tokens
@@ -159,7 +170,12 @@ class RankLogitsProcessor:
             if row.phase == "reason" and row.reason_len < self.max_reason:
                 allow[r, :width] = reason_ok[:width]
             allow[r, self._forced(row)] = True
-        return scores.masked_fill(~allow, float("-inf"))
+        out = scores.masked_fill(~allow, float("-inf"))
+        for r, row in enumerate(self.rows):
+            if row.phase == "label" and row.bias:
+                ids = list(row.bias)
+                out[r, ids] += torch.tensor([row.bias[i] for i in ids], dtype=out.dtype, device=out.device)
+        return out
 
     def _forced(self, row: _Row) -> list[int]:
         """Token ids allowed in this phase besides ordinary reason tokens."""

@@ -45,6 +45,23 @@ def fused_scores(
     return {c.id: lm_weight * _log(probs[c.id]) + x for c, x in zip(req.candidates, fusion, strict=True)}
 
 
+# label_bias where lm_weight is 0: one RRF unit (a first place in the collaborative list) is worth 8 nats, so
+# the written list is the fused order except where retrieval nearly ties (gaps below ~0.1 unit, ~1 nat).
+ZERO_LM_LABEL_BIAS = 8.0
+
+
+def label_bias(req: RankRequest, lm_weight: float, retrieval_weight: float, bias: float | None) -> list[float]:
+    """Per candidate of `req` (same order), what generative decoding adds to its label logit; [] without features.
+
+    Why this scale: with lm_weight w > 0 the fused score is w·log p + r·fusion, so a label logit plus
+    (r / w)·fusion has the fused score's argmax at the first pick; `bias` (candidates.label_bias) overrides it.
+    """
+    if not req.features:
+        return []
+    scale = bias if bias is not None else (1.0 / lm_weight if lm_weight > 0 else ZERO_LM_LABEL_BIAS)
+    return [scale * retrieval_weight * f.get("fusion", 0.0) for f in req.features]
+
+
 def _log(p: float) -> float:
     return math.log(p) if p > 0 else -math.inf  # monotonic: the LM-only order is the probability order
 

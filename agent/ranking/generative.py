@@ -22,6 +22,7 @@ from reasonrec.agent.ranking.constrained import RankLogitsProcessor, parse_const
 from reasonrec.agent.ranking.evidence import ItemEvidence, for_request
 from reasonrec.agent.ranking.faithful import FaithfulLogitsProcessor, row_facts
 from reasonrec.agent.ranking.finalize import build_recommendations, complete_from
+from reasonrec.agent.ranking.fused import label_bias
 from reasonrec.agent.ranking.prompter import Prompter
 from reasonrec.agent.ranking.reasons import usable_reason
 from reasonrec.agent.ranking.request import RankRequest
@@ -160,9 +161,9 @@ class GenerativeRanker(BatchedRanker):
             row_labels = [label_token_ids(tok, len(r.candidates))[1] for r in reqs]
             openers = [self._opener_ids(r, ids, ev) for r, ids, ev in zip(reqs, row_labels, evs, strict=True)]
             longest = max((len(t) for op in openers for t in op.values()), default=0)
-            proc = RankLogitsProcessor(
-                self._grammar, row_labels, [r.k for r in reqs], prompt_len, budget, row_openers=openers
-            )
+            bias = self._label_bias(reqs, row_labels)
+            proc = RankLogitsProcessor(self._grammar, row_labels, [r.k for r in reqs], prompt_len, budget,
+                                       row_openers=openers, row_label_bias=bias)  # fmt: skip
             # reasons: after "[label]" no genre, decade or number outside that candidate's evidence (faithful.py)
             facts = [{lid: row_facts(tok, ev[it.id], slot=True, opener_len=len(op.get(lid, ())))
                       for lid, it in zip(ids, r.candidates, strict=True)}
@@ -184,6 +185,16 @@ class GenerativeRanker(BatchedRanker):
         new_tokens = seqs[:, prompt_len:]
         n_gen = int((new_tokens != tok.pad_token_id).sum())
         return tok.batch_decode(new_tokens, skip_special_tokens=True), n_gen
+
+    def _label_bias(self, reqs: list[RankRequest], row_labels: list[list[int]]) -> list[dict[int, float]]:
+        """Per row, label token -> the fused retrieval score's bias (none for a list without retrieval features):
+        the written list follows the fused ranking score unless the LM is confident (fused.label_bias)."""
+        cc = self.config.candidates
+        out = []
+        for req, ids in zip(reqs, row_labels, strict=True):
+            bias = label_bias(req, cc.lm_weight, cc.retrieval_weight, cc.label_bias)
+            out.append(dict(zip(ids, bias, strict=True)) if bias else {})
+        return out
 
     def _opener_ids(self, req: RankRequest, label_ids: list[int], evs: dict[str, ItemEvidence]) -> dict[int, list[int]]:
         """Label token -> token ids of that candidate's reason opener (empty with `ranker.reason_opener` off)."""
