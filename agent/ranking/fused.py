@@ -7,6 +7,9 @@ weights are fitted on validation items (`fit_fusion_weights`), so the LM can onl
 top of what retrieval knows; with lm_weight 0 the fused retrieval order decides and the LM explains, so
 such a request's ranking runs no forward pass at all (`lm_decides`; scoring mode then never loads the
 model). A request without retrieval features (a caller's own candidate list) is ordered by the LM alone.
+
+Generative mode reads the same score while the model picks each label: `label_bias` is added to the label
+logits under constrained decoding, so the list it writes follows the fused order unless the LM is confident.
 """
 
 from __future__ import annotations
