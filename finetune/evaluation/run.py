@@ -30,15 +30,14 @@ from reasonrec.agent.config import Buildable
 from reasonrec.fields import PositiveInt, bound
 from reasonrec.finetune.evaluation import metrics as M
 from reasonrec.finetune.evaluation.baselines import build_ranker
-from reasonrec.finetune.evaluation.reasons import reason_rates
 from reasonrec.finetune.evaluation.report import (
     EvalReport,
-    MethodResult,
     default_machine,
     git_commit,
     merge_previous,
     write_all,
 )
+from reasonrec.finetune.evaluation.rows import run_row
 from reasonrec.finetune.evaluation.split import Split, cand20_candidates, leave_one_out
 from reasonrec.retrieval.types import natural_key
 
@@ -203,7 +202,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
         if recbole_meta is not None:
             report.recbole[method.removesuffix("-all")] = recbole_meta
         cands = {u: catalogue_minus(catalogue, hist[u]) for u in run_users} if method.endswith("-all") else cand
-        row, per_user, info = _run(method, runner, run_users, hist, cands, target, config, progress)
+        row, per_user, info = run_row(method, runner, run_users, hist, cands, target, config, progress)
         row.commit, row.created = report.commit, report.created
         report.model_id = report.model_id or info.get("model_id")
         report.template_version = report.template_version or info.get("template_version")
@@ -213,7 +212,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> EvalReport
         per_method[method] = per_user
         for p in config.positions or []:
             placed = {u: M.place_at(cand[u], target[u], p) for u in run_users}
-            r_p, _, _ = _run(f"{method}@{p}", runner, run_users, hist, placed, target, config, progress)
+            r_p, _, _ = run_row(f"{method}@{p}", runner, run_users, hist, placed, target, config, progress)
             positions.setdefault(method, {})[str(p)] = {**r_p.metrics, "n_users": float(r_p.n_users)}
     report.positions = positions or None
     if any(m.startswith("reasonrec-") for m in config.methods):
@@ -296,77 +295,3 @@ def _candidates(config, split, users, hist, catalogue, agent, progress) -> tuple
         if progress and (n % 50 == 0 or n + 1 == len(users)):
             progress("candidates", n + 1, len(users))
     return out, ms
-
-
-def _run(method, runner, users, hist, cands, target, config, progress) -> tuple[MethodResult, dict, dict]:
-    """Rank every user's candidates with one method; metrics, rates and timings as one row."""
-    is_llm = hasattr(runner, "rank_many")
-    info: dict[str, Any] = {}
-    orders: dict[str, list[str]] = {}
-    lat: list[float] = []
-    rates = {"valid": 0.0, "off": 0.0, "dup": 0.0, "fallback": 0.0}
-    stage: dict[str, float] = {}
-    appended: list[int] = []
-    reasons = {"model": 0, "items": 0}
-    grounded: list[float] = []  # per user: the model's own grounded share, before invalid reasons are replaced
-    top1: list[tuple[float, bool]] = []  # per user: (probability of the top-1 item, is it the target)
-    if is_llm:  # load the model before the clock starts: latency and users/s are about ranking
-        t_load = time.perf_counter()
-        _ = runner.ranker
-        stage["model_load_ms"] = (time.perf_counter() - t_load) * 1000
-    t0 = time.perf_counter()
-    if is_llm:
-        k = config.llm_k
-        recs = runner.rank_many(
-            [hist[u] for u in users], [cands[u] for u in users], k,
-            progress=(lambda d, t: progress(method, d, t)) if progress else None, with_retrieval=True,
-        )  # fmt: skip
-        for u, r in zip(users, recs, strict=True):
-            orders[u], n_app = M.complete_ordering(r.item_ids(), cands[u])
-            appended.append(n_app)
-            lat.append(float(r.timings.get("total", 0.0)))
-            rates["valid"] += float(r.valid_output)
-            rates["off"] += r.n_off_candidate / k
-            rates["dup"] += r.n_duplicates / k
-            rates["fallback"] += r.n_fallback / k
-            reasons["items"] += len(r.items)
-            reasons["model"] += sum(item.reason_source == "model" for item in r.items)
-            if r.grounded_rate is not None:
-                grounded.append(r.grounded_rate)
-            if r.items and r.items[0].score is not None:
-                top1.append((r.items[0].score, r.items[0].item_id == target[u]))
-            for key, v in r.timings.items():
-                if key.endswith("_ms") or key in ("total", "tokens_per_s"):
-                    stage[key] = stage.get(key, 0.0) + v / len(users)
-        for key in rates:
-            rates[key] /= len(users)
-        if recs:
-            info = {"model_id": recs[0].model_id, "template_version": recs[0].template_version,
-                    "mode": recs[0].mode, "batch_size": runner.config.ranker.batch_size}  # fmt: skip
-    else:
-        rates["valid"] = 1.0
-        for n, u in enumerate(users):
-            t = time.perf_counter()
-            orders[u] = runner.rank(u, hist[u], cands[u], config.candidates)
-            lat.append((time.perf_counter() - t) * 1000)
-            if progress and (n % 100 == 0 or n + 1 == len(users)):
-                progress(method, n + 1, len(users))
-        stage["rank_ms"] = float(np.mean(lat)) if lat else 0.0
-    wall = time.perf_counter() - t0
-    # reasons: the protocol's `reasons` block over the reasons as shown (evaluation/reasons.py)
-    why = reason_rates(recs, runner.items) if is_llm else None
-    k_eff = config.llm_k if is_llm else min(10, config.candidates)
-    per_user = {u: M.user_metrics(orders[u], target[u], config.k_list) for u in users}
-    row = MethodResult(
-        n_users=len(users), metrics=M.aggregate(list(per_user.values())), valid_rate=rates["valid"],
-        off_catalogue_rate=rates["off"], duplicate_rate=rates["dup"], fallback_rate=rates["fallback"],
-        latency_ms=M.latency_summary(lat), users_per_s=len(users) / max(wall, 1e-9), wall_s=wall,
-        stage_ms=stage, appended_mean=float(np.mean(appended)) if appended else 0.0,
-        note=", ".join(f"{k} {v}" for k, v in info.items()) or None,
-        input_order_rate=float(np.mean([orders[u][:k_eff] == list(cands[u][:k_eff]) for u in users])),
-        grounded_rate=float(np.mean(grounded)) if grounded else None,
-        model_reason_rate=reasons["model"] / reasons["items"] if reasons["items"] else None,
-        calibration=M.calibration([p for p, _ in top1], [c for _, c in top1]) if top1 else None,
-        reasons=why.model_dump() if why else None,
-    )  # fmt: skip
-    return row, per_user, info
