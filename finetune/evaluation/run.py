@@ -245,7 +245,7 @@ def _split_source(base: Any, agent_cfg: Any, seen: dict[str, list[str]], notes: 
 def _gains(report: EvalReport, per_method: dict[str, dict[str, dict[str, float]]]) -> None:
     """Each reasonrec-* row's paired-bootstrap gain over `fusion` (and `fusion`'s over each source alone)."""
     pairs = [(m, "fusion") for m in per_method if m.startswith("reasonrec-")]
-    pairs += [("fusion", s) for s in (*SOURCES, "recbole-sasrec") if s in per_method]
+    pairs += [("fusion", s) for s in (*SOURCES, "recbole-sasrec", "recbole-sasrec-all") if s in per_method]
     for method, base in pairs:
         if base not in per_method or method not in per_method:
             continue
