@@ -168,7 +168,7 @@ class CandidatesConfig(_Section):
         description="Constrained generative: while the model picks a label, each candidate's label logit gets "
         "+ label_bias x retrieval_weight x fusion, so the list it writes follows the fused ranking score unless "
         "the LM is confident. None: 1 / lm_weight where the fit gave the LM a weight (the first pick then "
-        "maximises the fused score itself), else 8 (with lm_weight 0 the LM moves a pick only where retrieval "
+        "maximises the fused score itself), else 30 (with lm_weight 0 the LM moves a pick only where retrieval "
         "is nearly tied). 0: the LM alone picks.",
     )
     cooccurrence: CooccurrenceConfig = Field(default_factory=CooccurrenceConfig)

@@ -48,9 +48,9 @@ def fused_scores(
     return {c.id: lm_weight * _log(probs[c.id]) + x for c, x in zip(req.candidates, fusion, strict=True)}
 
 
-# label_bias where lm_weight is 0: one RRF unit (a first place in the collaborative list) is worth 8 nats, so
-# the written list is the fused order except where retrieval nearly ties (gaps below ~0.1 unit, ~1 nat).
-ZERO_LM_LABEL_BIAS = 8.0
+# label_bias where lm_weight is 0: one RRF unit is worth 30 nats (cand20, 60 users: HR@1 0.483 at 30, 0.400 at 8,
+# 0.067 at 0 against the fusion's 0.500; bench/results/cand20_genbias*.json): the LM moves only near-ties.
+ZERO_LM_LABEL_BIAS = 30.0
 
 
 def label_bias(req: RankRequest, lm_weight: float, retrieval_weight: float, bias: float | None) -> list[float]:
