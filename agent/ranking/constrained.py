@@ -89,6 +89,7 @@ class _Row:
     last: int = -1  # the label token of the current line
     pending: list[int] = field(default_factory=list)  # opener tokens still to be written
     bias: dict[int, float] = field(default_factory=dict)  # label token -> added to its logit (fused.label_bias)
+    bias_t: Any = None  # (ids, values) tensors of `bias`, built at the first decoding step, reused at every other
 
 
 class RankLogitsProcessor:
@@ -173,8 +174,11 @@ class RankLogitsProcessor:
         out = scores.masked_fill(~allow, float("-inf"))
         for r, row in enumerate(self.rows):
             if row.phase == "label" and row.bias:
-                ids = list(row.bias)
-                out[r, ids] += torch.tensor([row.bias[i] for i in ids], dtype=out.dtype, device=out.device)
+                if row.bias_t is None:
+                    ids, values = list(row.bias), list(row.bias.values())
+                    row.bias_t = (torch.tensor(ids, device=out.device),
+                                  torch.tensor(values, dtype=out.dtype, device=out.device))  # fmt: skip
+                out[r, row.bias_t[0]] += row.bias_t[1]
         return out
 
     def _forced(self, row: _Row) -> list[int]:

@@ -38,7 +38,7 @@ def fused_scores(
 
     `probs` (the LM's, per candidate) is read only where `lm_decides`; elsewhere it may be None.
     """
-    fusion = [retrieval_weight * f.get("fusion", 0.0) for f in req.features]
+    fusion = _retrieval_term(req, retrieval_weight)
     if not lm_decides(req, lm_weight):  # lm_weight 0: the LM's term is exactly 0, whatever it scored
         return {c.id: x for c, x in zip(req.candidates, fusion, strict=True)}
     if probs is None:
@@ -62,7 +62,12 @@ def label_bias(req: RankRequest, lm_weight: float, retrieval_weight: float, bias
     if not req.features:
         return []
     scale = bias if bias is not None else (1.0 / lm_weight if lm_weight > 0 else ZERO_LM_LABEL_BIAS)
-    return [scale * retrieval_weight * f.get("fusion", 0.0) for f in req.features]
+    return [scale * x for x in _retrieval_term(req, retrieval_weight)]
+
+
+def _retrieval_term(req: RankRequest, retrieval_weight: float) -> list[float]:
+    """retrieval_weight x each candidate's fused retrieval score (the ranking score's retrieval part)."""
+    return [retrieval_weight * f.get("fusion", 0.0) for f in req.features]
 
 
 def _log(p: float) -> float:
