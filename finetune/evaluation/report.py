@@ -132,6 +132,8 @@ def merge_previous(report: EvalReport, path: Path) -> list[str]:
     if not same:
         return []
     kept = [m for m in old.methods if m not in report.methods]
+    if not kept:
+        return []  # every row is this run's: the old file's notes and RecBole facts describe rows no longer here
     for m in kept:
         row = old.methods[m]
         row.commit = row.commit or old.commit
