@@ -3,9 +3,9 @@
 Parsing ML-100K validates 100,000 rows one by one (~1.3-2 s of every warm CLI call on the 2-core CPU).
 The cached entry holds exactly what the parse returned (items as they were set, interactions in file
 order, the skipped-row messages, each user's history order), so a load from it equals a fresh parse:
-`tests/test_dataset_cache.py` compares the two field by field. The key covers the files' SHA-256, their
-resolved paths (the skipped messages name them), the source of `loaders.py`, `types.py` and this module,
-and the pydantic version; entries age out after a week (`retrieval/cache.py`).
+`tests/test_startup_cache.py` compares the two field by field. The key covers the files' SHA-256, their
+resolved paths (the skipped messages name them), the source of `loaders.py`, `readers.py`, `types.py` and this
+module, and the pydantic version; entries age out after a week (`retrieval/cache.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import pydantic
 
-from . import cache, types
+from . import cache, readers, types
 from .types import Dataset, Interaction, Item
 
 KIND = "datasets"
@@ -53,7 +53,7 @@ def cached_dataset(name: str, files: Sequence[Path], parse: Callable[[], Parsed]
         return Dataset(name, items, interactions, files_sha256(*files), skipped)
     key = cache.make_key(
         KIND, FORMAT, sha, [str(f.resolve()) for f in files], pydantic.VERSION,
-        cache.code_digest(sys.modules[parse.__module__], types, sys.modules[__name__]),
+        cache.code_digest(sys.modules[parse.__module__], readers, types, sys.modules[__name__]),
     )  # fmt: skip
     hit = cache.lookup(KIND, key, ".json")
     if hit is not None:

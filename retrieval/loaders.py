@@ -7,18 +7,15 @@ kept; a missing or empty file, or one with no valid row, raises `DataError` nami
 MovieLens is read from where it is installed (the `recbole` package ships ml-100k) or from a folder the
 user points at; it is never copied into this repository (its licence forbids redistribution).
 
-A parse is kept between runs (`dataset_cache.py`), keyed by the files' bytes and this module's code.
+A parse is kept between runs (`dataset_cache.py`), keyed by the files' bytes and this code (with `readers.py`, which
+splits and types the rows).
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import json
-import math
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,9 @@ from pydantic import ValidationError
 
 from reasonrec.errors import DataError
 
+from . import readers
 from .dataset_cache import Parsed, cached_dataset
+from .readers import Row
 from .types import Dataset, Interaction, Item
 
 ML100K_GENRES = (
@@ -38,7 +37,6 @@ _INTERACTION_FIELDS = "user_id, item_id, timestamp (number or ISO date), optiona
 _CATALOGUE_COLUMNS = (("id", "item_id"), ("title",))  # each: accepted spellings of a required column
 _INTERACTION_COLUMNS = (("user_id",), ("item_id",), ("timestamp",))
 _TITLE_YEAR = re.compile(r"^(.*\S)\s+\((\d{4})\)$")
-_Row = tuple[int, dict[str, Any] | None, str | None]  # (line, fields, problem)
 
 
 def split_title_year(title: str) -> tuple[str, int | None]:
@@ -84,8 +82,8 @@ def load_ml100k(path: str | Path | None = None) -> Dataset:
 
     def parse() -> Parsed:
         items, skipped = (_read_atomic_items if atomic else _read_grouplens_items)(item_file)
-        rows = _rows_from_lines(_decode(inter_file, skipped), "\t", skip_header=atomic)
-        records = _named(rows, ["user_id", "item_id", "rating", "timestamp"])
+        rows = readers.rows_from_lines(readers.decode(inter_file, skipped), "\t", skip_header=atomic)
+        records = readers.named(rows, ["user_id", "item_id", "rating", "timestamp"])
         return items, _interactions_from_rows(inter_file, records, items, skipped), skipped
 
     return cached_dataset("ml-100k", (item_file, inter_file), parse)
@@ -110,7 +108,7 @@ def load_catalogue(path: str | Path) -> tuple[dict[str, Item], list[str]]:
     items: dict[str, Item] = {}
     first_line: dict[str, int] = {}
     skipped: list[str] = []
-    for line, rec, problem in _records(p, skipped, _CATALOGUE_COLUMNS, _CATALOGUE_FIELDS):
+    for line, rec, problem in readers.records(p, skipped, _CATALOGUE_COLUMNS, _CATALOGUE_FIELDS):
         try:
             if problem or rec is None:
                 raise ValueError(problem)
@@ -118,11 +116,11 @@ def load_catalogue(path: str | Path) -> tuple[dict[str, Item], list[str]]:
             if item.id in items:
                 raise ValueError(f"duplicate id {item.id!r} (first on line {first_line[item.id]})")
         except (ValueError, ValidationError) as e:
-            skipped.append(f"{p}:{line}: {_reason(e)}")
+            skipped.append(f"{p}:{line}: {readers.reason(e)}")
             continue
         items[item.id], first_line[item.id] = item, line
     if not items:
-        raise DataError(_no_valid_row(p, skipped, _CATALOGUE_FIELDS))
+        raise DataError(readers.no_valid_row(p, skipped, _CATALOGUE_FIELDS))
     return items, skipped
 
 
@@ -141,13 +139,11 @@ def load_interactions(path: str | Path, items: dict[str, Item]) -> tuple[list[In
     """
     p = Path(path).expanduser()
     skipped: list[str] = []
-    rows = _records(p, skipped, _INTERACTION_COLUMNS, _INTERACTION_FIELDS)
+    rows = readers.records(p, skipped, _INTERACTION_COLUMNS, _INTERACTION_FIELDS)
     return _interactions_from_rows(p, rows, items, skipped), skipped
 
 
-def load_dataset(
-    catalogue_path: str | Path, interactions_path: str | Path, name: str | None = None
-) -> Dataset:
+def load_dataset(catalogue_path: str | Path, interactions_path: str | Path, name: str | None = None) -> Dataset:
     """Load your own catalogue + interactions (see `load_catalogue`, `load_interactions`).
 
     Args:
@@ -177,7 +173,7 @@ def _read_atomic_items(f: Path) -> tuple[dict[str, Item], list[str]]:
     """recbole's ml-100k.item: item_id, movie_title (no year), release_year, class (space-separated)."""
     skipped: list[str] = []
     items: dict[str, Item] = {}
-    for line, fields in _rows_from_lines(_decode(f, skipped), "\t", skip_header=True):
+    for line, fields in readers.rows_from_lines(readers.decode(f, skipped), "\t", skip_header=True):
         try:
             if len(fields) != 4:
                 raise ValueError(f"expected 4 tab-separated fields, got {len(fields)}")
@@ -193,7 +189,7 @@ def _read_atomic_items(f: Path) -> tuple[dict[str, Item], list[str]]:
                 genres=tuple(g for g in genres.split() if g != "unknown"),  # "unknown" is no genre
             )
         except (ValueError, ValidationError) as e:
-            skipped.append(f"{f}:{line}: {_reason(e)}")
+            skipped.append(f"{f}:{line}: {readers.reason(e)}")
     return items, skipped
 
 
@@ -201,8 +197,8 @@ def _read_grouplens_items(f: Path) -> tuple[dict[str, Item], list[str]]:
     """GroupLens u.item: id|title (year)|release date|video date|IMDb URL|19 genre flags, latin-1."""
     skipped: list[str] = []
     items: dict[str, Item] = {}
-    lines = _decode(f, skipped, encoding="latin-1")  # GroupLens' encoding; decodes any byte
-    for line, fields in _rows_from_lines(lines, "|", skip_header=False):
+    lines = readers.decode(f, skipped, encoding="latin-1")  # GroupLens' encoding; decodes any byte
+    for line, fields in readers.rows_from_lines(lines, "|", skip_header=False):
         try:
             if len(fields) != 5 + len(ML100K_GENRES):
                 raise ValueError(f"expected {5 + len(ML100K_GENRES)} |-separated fields")
@@ -210,12 +206,10 @@ def _read_grouplens_items(f: Path) -> tuple[dict[str, Item], list[str]]:
             if year is None and fields[2][-4:].isdigit():  # release date "01-Jan-1995"
                 year = int(fields[2][-4:])
             flags = fields[5:]
-            genres = tuple(
-                g for g, flag in zip(ML100K_GENRES, flags, strict=True) if flag == "1" and g != "unknown"
-            )
+            genres = tuple(g for g, flag in zip(ML100K_GENRES, flags, strict=True) if flag == "1" and g != "unknown")
             items[fields[0]] = Item(id=fields[0], title=title, year=year, genres=genres)
         except (ValueError, ValidationError) as e:
-            skipped.append(f"{f}:{line}: {_reason(e)}")
+            skipped.append(f"{f}:{line}: {readers.reason(e)}")
     return items, skipped
 
 
@@ -223,37 +217,37 @@ def _read_grouplens_items(f: Path) -> tuple[dict[str, Item], list[str]]:
 
 
 def _interactions_from_rows(
-    f: Path, rows: Iterator[_Row], items: dict[str, Item], skipped: list[str]
+    f: Path, rows: Iterator[Row], items: dict[str, Item], skipped: list[str]
 ) -> list[Interaction]:
     out: list[Interaction] = []
     for line, rec, problem in rows:
         try:
             if problem or rec is None:
                 raise ValueError(problem or "malformed row")
-            item_id = _text(rec.get("item_id"))
+            item_id = readers.text(rec.get("item_id"))
             if item_id not in items:
                 raise ValueError(f"unknown item {item_id!r} (not in the catalogue)")
             rating = rec.get("rating")
             out.append(
                 Interaction(
-                    user_id=_text(rec.get("user_id")),
+                    user_id=readers.text(rec.get("user_id")),
                     item_id=item_id,
-                    timestamp=_timestamp(rec.get("timestamp")),
-                    rating=None if rating in (None, "") else _number(rating, "rating"),
+                    timestamp=readers.timestamp(rec.get("timestamp")),
+                    rating=None if rating in (None, "") else readers.number(rating, "rating"),
                 )
             )
         except (ValueError, ValidationError) as e:
-            skipped.append(f"{f}:{line}: {_reason(e)}")
+            skipped.append(f"{f}:{line}: {readers.reason(e)}")
     if not out:
-        raise DataError(_no_valid_row(f, skipped, _INTERACTION_FIELDS))
+        raise DataError(readers.no_valid_row(f, skipped, _INTERACTION_FIELDS))
     return out
 
 
 def _item_from_record(rec: dict[str, Any]) -> Item:
-    item_id = _text(rec.get("id", rec.get("item_id")))
+    item_id = readers.text(rec.get("id", rec.get("item_id")))
     if not item_id:
         raise ValueError("missing id")
-    title = _text(rec.get("title"))
+    title = readers.text(rec.get("title"))
     if not title:
         raise ValueError("missing title")
     year = rec.get("year")
@@ -268,125 +262,8 @@ def _item_from_record(rec: dict[str, Any]) -> Item:
     return Item(
         id=item_id,
         title=title,
-        year=None if year in (None, "") else _integer(year, "year"),
+        year=None if year in (None, "") else readers.integer(year, "year"),
         genres=tuple(g.strip() for g in map(str, genres) if g.strip()),
-        description=_text(rec.get("description")),
+        description=readers.text(rec.get("description")),
         metadata=metadata,
     )
-
-
-def _records(p: Path, skipped: list[str], required: tuple[tuple[str, ...], ...], what: str) -> Iterator[_Row]:
-    """Rows of a user file as dicts, whatever the format. File-level problems raise DataError."""
-    ext = p.suffix.lower()
-    if ext not in {".csv", ".tsv", ".jsonl", ".ndjson"}:
-        raise DataError(f"{p}: unsupported file type {ext or '(none)'!r}; use .csv, .tsv or .jsonl ({what})")
-    lines = _decode(p, skipped)
-    if ext in {".jsonl", ".ndjson"}:
-        for n, raw in lines:
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as e:
-                yield n, None, f"invalid JSON ({e.msg} at column {e.colno})"
-                continue
-            yield (n, rec, None) if isinstance(rec, dict) else (n, None, "expected a JSON object")
-        return
-    rows = _rows_from_lines(lines, "\t" if ext == ".tsv" else ",", skip_header=False)
-    first = next(rows, None)
-    header = [h.strip().lower() for h in first[1]] if first else []
-    missing = [alts[0] for alts in required if not set(alts) & set(header)]
-    if missing:
-        raise DataError(f"{p}: header lacks column(s) {', '.join(missing)}; found {header} (expected {what})")
-    yield from _named(rows, header)
-
-
-def _named(rows: Iterator[tuple[int, list[str]]], names: list[str]) -> Iterator[_Row]:
-    for n, fields in rows:
-        if len(fields) != len(names):
-            yield n, None, f"expected {len(names)} fields ({', '.join(names)}), got {len(fields)}"
-        else:
-            yield n, dict(zip(names, fields, strict=True)), None
-
-
-def _decode(p: Path, skipped: list[str], encoding: str = "utf-8") -> list[tuple[int, str]]:
-    """(line number, text) of each line; lines that do not decode are reported and left out."""
-    if not p.is_file():
-        raise DataError(f"{p} does not exist; check the path (relative paths start at {Path.cwd()})")
-    data = p.read_bytes()
-    if not data.strip():
-        raise DataError(f"{p} is empty; it needs a header row and at least one data row")
-    out: list[tuple[int, str]] = []
-    # Split bytes (on \n, \r\n, \r only) and decode line by line, so one bad byte costs one row, not
-    # the file. keepends: csv needs the newline to rebuild quoted fields that span lines.
-    for i, raw in enumerate(data.splitlines(keepends=True)):
-        try:
-            out.append((i + 1, raw.decode("utf-8-sig" if i == 0 and encoding == "utf-8" else encoding)))
-        except UnicodeDecodeError as e:
-            skipped.append(f"{p}:{i + 1}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8")
-    return out
-
-
-def _rows_from_lines(
-    lines: list[tuple[int, str]], sep: str, skip_header: bool
-) -> Iterator[tuple[int, list[str]]]:
-    """Split delimited lines into (line number, fields); blank lines are ignored."""
-    if sep != ",":  # TSV and pipe files have no quoting: a plain split is exact and fast
-        for k, (n, raw) in enumerate(lines):
-            raw = raw.rstrip("\r\n")
-            if (k == 0 and skip_header) or not raw.strip():
-                continue
-            yield n, raw.split(sep)
-        return
-    reader = csv.reader(text for _, text in lines)
-    start = 0
-    for fields in reader:
-        # a quoted field may span lines: report the line the row starts on
-        line, start = lines[start][0], reader.line_num
-        if any(f.strip() for f in fields):
-            yield line, [f.strip() for f in fields]
-
-
-def _no_valid_row(p: Path, skipped: list[str], what: str) -> str:
-    hint = "; first problems: " + " | ".join(skipped[:3]) if skipped else ""
-    return f"{p} has no valid row (expected {what}){hint}"
-
-
-def _reason(e: Exception) -> str:
-    if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        return f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
-    return str(e) or "malformed row"
-
-
-def _text(v: Any) -> str:
-    return "" if v is None else str(v).strip()
-
-
-def _number(v: Any, name: str) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        x = float("nan")
-    if not math.isfinite(x) or isinstance(v, bool):
-        raise ValueError(f"bad {name} {v!r} (expected a finite number)")
-    return x
-
-
-def _integer(v: Any, name: str) -> int:
-    x = _number(v, name)
-    if x != int(x):
-        raise ValueError(f"bad {name} {v!r} (expected an integer like 1995)")
-    return int(x)
-
-
-def _timestamp(v: Any) -> float:
-    """Seconds since the epoch, or an ISO 8601 date/time (naive times are read as UTC)."""
-    try:
-        return _number(v, "timestamp")
-    except ValueError:
-        try:
-            dt = datetime.fromisoformat(str(v).strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"bad timestamp {v!r} (expected seconds since 1970 or an ISO date)") from None
-        return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
