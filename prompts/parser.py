@@ -3,15 +3,14 @@
 The rank template (prompts/templates/rank.jinja) asks for one line per pick, best first:
 `[C] short reason`. Small models drift from that, so this parser also reads numbered or bulleted
 lines (`1. [C] ...`, `- C: ...`, `(C) ...`), lower-case labels, titles instead of labels, and JSON
-anywhere in the text (fenced, wrapped in prose, or truncated). Whatever it cannot use is counted, not
-raised: names that are not candidates go to `off_candidate`, repeats to `duplicates`, and the list
+anywhere in the text (fenced, wrapped in prose, or truncated: `json_answer.py`). Whatever it cannot use
+is counted, not raised: names that are not candidates go to `off_candidate`, repeats to `duplicates`, and the list
 is filled up to k from the retriever order with `source="fallback"` (the agent writes grounded
 reasons for those). Only caller mistakes (bad `k`, empty candidates) raise `ConfigError`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -22,22 +21,18 @@ from pydantic import BaseModel, ConfigDict
 from reasonrec.errors import ConfigError
 from reasonrec.text import cut_at_word, front_article
 
+from .json_answer import BRACKET_RE, json_entries
+
 # Model output is bounded by max_new_tokens; anything longer is cut so that parsing stays linear-ish.
 MAX_TEXT_CHARS = 65_536
-_MAX_JSON_TRIES = 16  # JSON starts tried per answer (each try is O(len(text)))
-_LABEL_KEYS = ("label", "id", "item", "item_id", "candidate", "choice", "title", "movie", "name")
-_REASON_KEYS = ("reason", "why", "explanation", "rationale", "because", "justification")
-_LIST_KEYS = ("recommendations", "ranking", "items", "picks", "results", "ranked")
 # One char -> one char, so offsets into the text stay valid after normalising.
 _NORMALISE = str.maketrans({"［": "[", "］": "]", "（": "(", "）": ")", "\r": "\n", "\u2028": "\n",
                             "\u2029": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n"})
 _MARKER_RE = re.compile(r"(?:\d{1,3}\s*[.):]|\(\d{1,3}\)|#{1,6}|[-*•+>])\s*")
-_BRACKET_RE = re.compile(r"\[\s*([^\[\]\n]{1,120}?)\s*\]\s*(.*)")
 _PAREN_RE = re.compile(r"\(\s*([A-Za-z0-9]{1,4})\s*\)\s*(.*)")
 _BARE_RE = re.compile(r"([A-Za-z0-9]{1,4})\s*(?:[).:]|\s[-–—]|[-–—]\s)\s*(.*)")
 _LABELISH_RE = re.compile(r"\[?\s*([A-Za-z0-9]{1,4})\s*\]?")
 _PREFILLED_RE = re.compile(r"\s*[A-Za-z0-9]{1,4}\s*\]")
-_JSON_START_RE = re.compile(r"\{|\[(?=\s*[\[{\"])")
 _SPLIT_RE = re.compile(r"\s+[-–—:|]+\s+|:\s+|\s+\(because|\.\s+")
 _YEAR_RE = re.compile(r"\s*\(\s*\d{4}\s*\)\s*$")
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`", "„": "“"}
@@ -245,7 +240,7 @@ def _parse_line(line: str, pos: int, resolver: _Resolver) -> list[_Pick]:
         names = [(t, t.startswith("[")) for t in tokens]  # a line of labels only: "[C] [A]", "C, A"
         if all(resolver.resolve(t, any_case) for t, any_case in names):
             return [_Pick((pos, i), t, None, False, a, "lines") for i, (t, a) in enumerate(names)]
-    m = _BRACKET_RE.match(body)
+    m = BRACKET_RE.match(body)
     if m:  # "[C] why": the canonical form; a bracketed non-candidate is an off-candidate pick
         return [_Pick((pos, 0), m.group(1), m.group(2), True, True, "lines")]
     for rx, any_case in ((_PAREN_RE, True), (_BARE_RE, False)):
@@ -261,106 +256,10 @@ def _parse_line(line: str, pos: int, resolver: _Resolver) -> list[_Pick]:
 
 
 def _json_picks(text: str) -> tuple[list[_Pick], list[tuple[int, int]]]:
-    picks: list[_Pick] = []
-    spans: list[tuple[int, int]] = []
-    end = tries = 0
-    for m in _JSON_START_RE.finditer(text):
-        if m.start() < end or tries >= _MAX_JSON_TRIES:
-            continue
-        tries += 1
-        decoded = _decode(text, m.start())
-        if decoded is None:
-            continue
-        value, stop = decoded
-        entries = _json_entries(value)
-        if entries:
-            end = stop
-            spans.append((m.start(), stop))
-            for i, (name, reason, strict) in enumerate(entries):
-                # Strict entries ("id": "c") may use any case; a soft {"a": ...} map must match exactly.
-                picks.append(_Pick((m.start(), i), name, reason, strict, strict, "json"))
+    entries, spans = json_entries(text)
+    # Strict entries ("id": "c") may use any case; a soft {"a": ...} map must match exactly.
+    picks = [_Pick((e.start, e.index), e.name, e.reason, e.strict, e.strict, "json") for e in entries]
     return picks, spans
-
-
-def _decode(text: str, start: int) -> tuple[Any, int] | None:
-    """A JSON value starting at `start`, repairing truncation; (value, end offset) or None."""
-    try:
-        return json.JSONDecoder().raw_decode(text, start)
-    except (ValueError, RecursionError):
-        pass
-    stack: list[str] = []
-    in_str = esc = False
-    # Last place where cutting leaves only complete values, and the depth there. Every close sets a
-    # new cut, so the stack never drops below that depth afterwards and stack[:depth] is still valid.
-    cut = depth = 0
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_str:
-            esc, in_str = (False, True) if esc else (ch == "\\", ch != '"')
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            stack.append("]" if ch == "[" else "}")
-            if len(stack) > 256:  # deeper than any answer; json itself would hit its recursion limit
-                return None
-        elif ch in "]}":
-            if not stack or stack.pop() != ch:
-                return None
-            if not stack:  # balanced but invalid (trailing comma, single quotes): one lenient retry
-                value = _loads(text[start : i + 1])
-                return None if value is None else (value, i + 1)
-            cut, depth = i + 1, len(stack)
-        elif ch == ",":
-            cut, depth = i, len(stack)
-    # Truncated: close the open string and brackets, else drop back to the last complete value.
-    tail = text[start:].removesuffix("\\") if esc else text[start:]
-    for attempt in (tail + ('"' if in_str else "") + "".join(reversed(stack)),
-                    text[start:cut] + "".join(reversed(stack[:depth])) if cut else ""):
-        value = _loads(attempt) if attempt else None
-        if value is not None:
-            return value, len(text)
-    return None
-
-
-def _loads(s: str) -> Any:
-    for attempt in (s, re.sub(r",\s*([\]}])", r"\1", s)):
-        try:
-            return json.loads(attempt)
-        except (ValueError, RecursionError):
-            continue
-    return None
-
-
-def _json_entries(value: Any, depth: int = 0) -> list[tuple[str, Any, bool]]:
-    """(name, reason, strict) triples from a decoded JSON value, in order."""
-    if depth > 4:
-        return []
-    if isinstance(value, list):
-        out = []
-        for el in value[:200]:
-            if isinstance(el, dict):
-                out += _json_entries(el, depth + 1)[:1]
-            elif isinstance(el, str) and (m := _BRACKET_RE.match(el.strip())):
-                out.append((m.group(1), m.group(2), True))  # ["[C] why", ...]
-            elif isinstance(el, str | int) and not isinstance(el, bool):
-                out.append((str(el), None, True))
-            elif isinstance(el, list) and el and isinstance(el[0], str | int):
-                out.append((str(el[0]), el[1] if len(el) > 1 else None, True))
-        return out
-    if not isinstance(value, dict):
-        return []
-    keys = {str(key).lower(): v for key, v in value.items()}
-    for key in _LIST_KEYS:
-        if isinstance(keys.get(key), list | dict):
-            return _json_entries(keys[key], depth + 1)
-    name = next((keys[key] for key in _LABEL_KEYS if isinstance(keys.get(key), str | int)), None)
-    if name is not None and not isinstance(name, bool):
-        return [(str(name), next((keys[key] for key in _REASON_KEYS if key in keys), None), True)]
-    lists = [v for v in value.values() if isinstance(v, list)]
-    if len(lists) == 1:
-        return _json_entries(lists[0], depth + 1)
-    # {"C": "why", "A": "why"}: soft, so that an unrelated object adds no off-candidate noise.
-    return [(str(key), v, False) for key, v in value.items() if isinstance(v, str)][:200]
 
 
 def _printable(s: Any) -> str:
