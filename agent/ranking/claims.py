@@ -40,6 +40,7 @@ DECADE_WORDS = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 
 NEAR_DUPLICATE = 0.9
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _MAX_TITLE_WORDS = 10
+_MASK_CACHE = 4096  # masked texts a checker keeps (ClaimChecker._masked)
 
 
 class CoCounts(Protocol):
@@ -140,11 +141,12 @@ class TitleIndex:
         or is a number followed by more of the title ("2001: A Space Odyssey").
         """
         words = list(_WORD.finditer(text))
+        lower = [w.group().lower() for w in words]  # once per word, not once per candidate span
         found, i = [], 0
         while i < len(words):
             for n in range(min(_MAX_TITLE_WORDS, len(words) - i), 0, -1):
                 span = words[i : i + n]
-                core = " ".join(w.group().lower() for w in span)
+                core = " ".join(lower[i : i + n])
                 first = span[0]
                 if core.startswith("the "):
                     core, first = core[4:], span[1]
@@ -172,6 +174,7 @@ class ClaimChecker:
         items = catalogue.values() if isinstance(catalogue, Mapping) else catalogue
         self.titles = TitleIndex(items)
         self.counts = counts
+        self._masked_cache: dict[str, str] = {}
 
     def check(
         self, reason: str, item: Item, history: Sequence[Item], query: str | None = None, opener: str = ""
@@ -293,10 +296,10 @@ class ClaimChecker:
         na, nb = normalise(a), normalise(b)
         if na == nb:
             return True
-        ma, mb = normalise(self._mask(a)), normalise(self._mask(b))
+        ma, mb = self._masked(a), self._masked(b)
         # Both orders: SequenceMatcher's ratio is not symmetric (its junk heuristic and tie-breaks depend on
         # which side is `b`), and serving asks alike(new, shown) while evaluation asks alike(first, second).
-        return max(difflib.SequenceMatcher(None, x, y).ratio() for x, y in ((ma, mb), (mb, ma))) >= NEAR_DUPLICATE
+        return any(_near(x, y) for x, y in ((ma, mb), (mb, ma)))
 
     def all_distinct(self, reasons: Sequence[str]) -> bool:
         """No two reasons of one list are alike."""
@@ -306,6 +309,16 @@ class ClaimChecker:
         for start, end, _ in reversed(self.titles.find(text)):
             text = text[:start] + "TITLE" + text[end:]
         return text
+
+    def _masked(self, text: str) -> str:
+        """`normalise(self._mask(text))`, kept per text. Why: a list's shown reasons are compared again with
+        every later candidate reason, and finding titles was most of a scoring request's reason checks."""
+        out = self._masked_cache.get(text)
+        if out is None:
+            if len(self._masked_cache) >= _MASK_CACHE:  # a long-lived server sees unbounded texts
+                self._masked_cache.clear()
+            out = self._masked_cache[text] = normalise(self._mask(text))
+        return out
 
 
 def genre_mentions(text: str) -> list[tuple[re.Match[str], str]]:
@@ -332,6 +345,13 @@ def query_match(query: str | None, item: Item) -> bool:
         return bool(asked & set(item.genres))
     words = {w.lower() for w in _WORD.findall(query) if len(w) > 3}
     return bool(words & set(title_core(item.title).split()))
+
+
+def _near(x: str, y: str) -> bool:
+    """SequenceMatcher(None, x, y).ratio() >= NEAR_DUPLICATE, deciding on its cheap upper bounds first
+    (ratio <= quick_ratio <= real_quick_ratio, as difflib documents), so most pairs skip the full match."""
+    sm = difflib.SequenceMatcher(None, x, y)
+    return all(r() >= NEAR_DUPLICATE for r in (sm.real_quick_ratio, sm.quick_ratio, sm.ratio))
 
 
 def normalise(text: str) -> str:

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Protocol
 
 from reasonrec.text import natural_title, title_core
+
+# `is_grounded` reads the core of every history title for every reason (a 700-item history: 700 regex
+# passes per reason); a catalogue's titles are few, so each is computed once.
+_title_core = lru_cache(maxsize=1 << 14)(title_core)
 
 
 class _ItemLike(Protocol):
@@ -152,7 +157,7 @@ def is_grounded(reason: str, item: _ItemLike, history: Sequence[_ItemLike]) -> b
     text = " ".join(re.findall(r"[a-z0-9'\-]+", reason.lower()))
     padded = f" {text} ", f" {text.replace('-', ' ')} "  # "Sci-Fi" may be written either way
     for h in history:
-        core = title_core(h.title)
+        core = _title_core(h.title)
         if len(core) >= 4 and any(f" {core} " in p for p in padded):
             return True
     for g in item.genres:
