@@ -55,6 +55,14 @@ class TrainConfig(Buildable):
         "score, so the LM learns the residual over retrieval (finetune/offsets.py); 0 = the LM alone. Serve "
         "with candidates.lm_weight 1 and retrieval_weight b, or refit both with `reasonrec calibrate --fusion`.",
     )
+    distill_weight: UnitFloat = Field(
+        0.0,
+        description="w: the label loss is (1 - w) x cross-entropy on the true item + w x KL to the retrieval "
+        "teacher softmax(s x fused retrieval score) over the candidates (finetune/distill.py); 0 = off.",
+    )
+    distill_scale: PositiveFloat | None = Field(
+        None, description="s, the teacher's sharpness; None = fitted on the training examples' targets."
+    )
     # --- LoRA -------------------------------------------------------------------------------------
     lora_r: PositiveInt = Field(16, description="LoRA rank.")
     lora_alpha: PositiveInt = Field(32, description="LoRA scaling numerator (alpha / r scales the update).")

@@ -27,6 +27,7 @@ from reasonrec.errors import ConfigError, TrainError
 from reasonrec.finetune.checkpoint import checkpoints, load_checkpoint, save_adapter, save_checkpoint
 from reasonrec.finetune.config import TrainConfig
 from reasonrec.finetune.data import build_examples, collate, data_hash, encode, validation_lists, validation_users
+from reasonrec.finetune.distill import distill_loss, teacher_scale
 from reasonrec.finetune.validation import retrieval_ndcg, validate
 
 Progress = Callable[[str, int, int, dict], None]  # (stage, done, total, figures)
@@ -55,6 +56,7 @@ class TrainResult(BaseModel):
     samples_per_s: float
     peak_memory_gb: float = Field(description="CUDA: max allocated; CPU: peak RSS of the process.")
     final_loss: float | None = None
+    distill_scale: float | None = Field(None, description="The teacher's sharpness the run used (distillation).")
 
 
 def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
@@ -91,6 +93,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
         agent, split, cfg, knn, prompter, lambda d, t: note("building data", d, t, {}), offsets=train_offsets
     )
     digest = data_hash(examples)
+    teacher = _teacher_scale(cfg, examples)
     start_ckpt = _check_resume(cfg, digest)
     encoded = encode(examples, lm.tokenizer)
     val = validation_lists(split, validation_users(split, cfg.val_users, cfg.seed), catalogue, cfg.seed)
@@ -112,7 +115,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     meta = {
         "train_config": json.loads(cfg.model_dump_json()), "agent_config": json.loads(agent_cfg.model_dump_json()),
         "template_version": template_version(agent_cfg.prompt), "data_hash": digest, "base_model": lm.model_id,
-        "dataset_sha256": agent.dataset.sha256, "n_examples": len(examples),
+        "dataset_sha256": agent.dataset.sha256, "n_examples": len(examples), "distill_scale": teacher,
     }  # fmt: skip
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "run.json").write_text(json.dumps(meta, indent=1, default=str))
@@ -127,7 +130,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
         total = 0.0
         for micro in range(cfg.grad_accum):
             batch = collate([encoded[i] for i in _batch_indices(step * cfg.grad_accum + micro, len(encoded), cfg)], pad)
-            loss, parts = batch_loss(model, batch, cfg, lm.device)
+            loss, parts = batch_loss(model, batch, cfg, lm.device, teacher)
             if not torch.isfinite(loss):
                 raise TrainError(f"loss is {loss.item()} at step {step + 1}; lower `lr` (now {cfg.lr})")
             acc.backward(loss / cfg.grad_accum)
@@ -164,14 +167,18 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
         template_version=meta["template_version"], base_model=lm.model_id, device=lm.device, dtype=lm.dtype,
         qlora=model_cfg.load_in_4bit,
         train_seconds=train_s, samples_per_s=samples / max(train_s, 1e-9), peak_memory_gb=_peak_memory_gb(),
-        final_loss=loss_val,
+        final_loss=loss_val, distill_scale=teacher,
     )  # fmt: skip
     (cfg.output_dir / "train_result.json").write_text(result.model_dump_json(indent=1))
     return result
 
 
-def batch_loss(model: Any, batch: dict[str, Any], cfg: TrainConfig, device: str) -> tuple[Any, dict[str, float]]:
+def batch_loss(
+    model: Any, batch: dict[str, Any], cfg: TrainConfig, device: str, teacher_scale: float | None = None
+) -> tuple[Any, dict[str, float]]:
     """Weighted label loss + answer-token loss for one collated batch.
+
+    `teacher_scale`: with `cfg.distill_weight` > 0, the retrieval teacher's sharpness (finetune/distill.py).
 
     Only the last `n_keep` positions get logits (`logits_to_keep`): the full-vocabulary head over a
     500-token prompt would cost more memory than the rest of a small model's step.
@@ -198,14 +205,28 @@ def batch_loss(model: Any, batch: dict[str, Any], cfg: TrainConfig, device: str)
         if cfg.retrieval_offset:  # fixed, no gradient: the LM learns the residual (finetune/offsets.py)
             labels = labels + cfg.retrieval_offset * batch["offsets"].to(device)
         rank_loss = F.cross_entropy(labels, batch["target"].to(device))
-        loss = loss + cfg.rank_loss_weight * rank_loss
         parts["rank_loss"] = rank_loss.item()
+        if cfg.distill_weight:
+            if teacher_scale is None:
+                raise ConfigError("distill_weight > 0 needs the teacher's scale (finetune/distill.teacher_scale)")
+            kl = distill_loss(labels, batch["offsets"].to(device), teacher_scale)
+            rank_loss = (1 - cfg.distill_weight) * rank_loss + cfg.distill_weight * kl
+            parts["distill_kl"] = kl.item()
+        loss = loss + cfg.rank_loss_weight * rank_loss
     return loss, parts
 
 
+def _teacher_scale(cfg: TrainConfig, examples: list) -> float | None:
+    """The distillation teacher's sharpness: `distill_scale`, else fitted on the examples; None without distillation."""
+    if not cfg.distill_weight:
+        return None
+    return cfg.distill_scale if cfg.distill_scale is not None else teacher_scale(examples)
+
+
 def _offset_fns(agent: Any, split: Any, cfg: TrainConfig) -> tuple[Any, Any]:
-    """(training, validation) offset functions of finetune/offsets.py, or (None, None) without an offset."""
-    if not cfg.retrieval_offset:
+    """(training, validation) functions giving each candidate's fused retrieval score (finetune/offsets.py), for
+    the offset and the distillation teacher; (None, None) when the run uses neither."""
+    if not (cfg.retrieval_offset or cfg.distill_weight):
         return None, None
     from reasonrec.finetune.offsets import list_offsets, offset_sources
 
@@ -274,7 +295,9 @@ def _check_resume(cfg: TrainConfig, digest: str) -> Path | None:
         before = json.loads(run.read_text())
         old = {k: v for k, v in before["train_config"].items() if k not in _RESUME_KEYS_FREE}
         new = {k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in _RESUME_KEYS_FREE}
-        changed = sorted(k for k in new if old.get(k) != new[k])
+        # A key the old run.json lacks is a field added since: that run trained with its default.
+        defaults = {k: f.default for k, f in TrainConfig.model_fields.items() if f.default_factory is None}
+        changed = sorted(k for k in new if old.get(k, defaults.get(k)) != new[k])
         if changed or before.get("data_hash") != digest:
             raise ConfigError(
                 f"{cfg.output_dir} holds a run with different settings ({', '.join(changed) or 'training data'}); "
