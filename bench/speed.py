@@ -5,7 +5,10 @@
 
 Every CLI figure is a child process from start to exit (`reasonrec recommend --user 196 -k 5`, `reasonrec
 demo`), warm: one unmeasured run first fills the caches (converted model, Chroma store), then the median
-of `--repeats` runs. The server figures come from one `reasonrec serve` per mode on 127.0.0.1:
+of `--repeats` runs. Each is measured twice: as a person at a terminal runs it (`REASONREC_DAEMON=on`, what
+`auto` does on a terminal: the unmeasured run starts the background process of agent/interfaces/cli_daemon.py
+and the measured runs hand their request to it, once it answers) and in-process (`REASONREC_DAEMON=off`,
+what a script gets). The server figures come from one `reasonrec serve` per mode on 127.0.0.1:
 - default mode, 1 client: chat turns through the streaming endpoint, time to the first `cards` event and
   to `done` (the complete answer), p50 over `--turns` messages;
 - scoring mode: `--single` requests one at a time (half before, half after), and `--requests` from
@@ -35,16 +38,36 @@ REASONREC = str(Path(sys.executable).with_name("reasonrec"))
 MESSAGES = ["a funny sci-fi", "no horror", "something older", "more like Fargo", "a thriller from the 90s"]
 
 
-def timed_cli(args: list[str], repeats: int) -> dict[str, float]:
-    """Median wall seconds of `reasonrec <args>` from process start to exit, after one warm-up run."""
+def timed_cli(args: list[str], repeats: int, env: dict[str, str]) -> dict[str, float]:
+    """Median wall seconds of `reasonrec <args>` from process start to exit, after one warm-up run
+    (and, with a background process, once it has finished its own warm-up)."""
     walls, loads = [], []
+    env = {**os.environ, **env}
     for i in range(repeats + 1):
         t0 = time.perf_counter()
-        subprocess.run([REASONREC, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([REASONREC, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         if i:  # run 0 warms the caches
             walls.append(time.perf_counter() - t0)
             loads.append(round(os.getloadavg()[0], 2))  # the shared CPU's load when the run ended
+        elif env.get("REASONREC_DAEMON") == "on":
+            wait_for_daemons(env)
     return {"median": round(statistics.median(walls), 2), "runs": [round(w, 2) for w in walls], "load_1m": loads}
+
+
+def wait_for_daemons(env: dict[str, str], timeout: float = 600) -> None:
+    """Until every background process in env's REASONREC_DAEMON_DIR answers (its warm-up is done)."""
+    status = [REASONREC, "daemon", "status", "--wait", str(timeout)]
+    subprocess.run(status, check=True, stdout=subprocess.DEVNULL, env=env, timeout=timeout + 60)
+
+
+def measure_cli(tmp: Path, a: argparse.Namespace, env: dict[str, str]) -> dict[str, dict]:
+    """recommend (scoring, default mode) and demo, each `timed_cli` under `env`."""
+    scoring, default = write_config(tmp, "scoring", a.threads), write_config(tmp, None, a.threads)
+    rec = ["recommend", "--user", "196", "-k", "5", "--config"]
+    configs = (("scoring", scoring), ("hybrid", default))  # hybrid: the default mode
+    out = {mode: timed_cli([*rec, str(cfg)], a.repeats, env) for mode, cfg in configs}
+    out["demo"] = timed_cli(["demo", "--config", str(default)], max(1, a.repeats - 1), env)
+    return out
 
 
 def write_config(folder: Path, mode: str | None, threads: int | None) -> Path:
@@ -132,15 +155,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if a.only in ("cli", "all"):
-            scoring, default = write_config(tmp, "scoring", a.threads), write_config(tmp, None, a.threads)
-            rec = ["recommend", "--user", "196", "-k", "5", "--config"]
-            configs = (("scoring", scoring), ("hybrid", default))  # hybrid: the default mode
-            cli = {mode: timed_cli([*rec, str(cfg)], a.repeats) for mode, cfg in configs}
-            result["cli_recommend_warm_s"] = {mode: v["median"] for mode, v in cli.items()}
-            demo = timed_cli(["demo", "--config", str(default)], max(1, a.repeats - 1))
-            result["demo_warm_s"] = demo["median"]
-            result["cli_runs_s"] = {**{m: v["runs"] for m, v in cli.items()}, "demo": demo["runs"]}
-            result["cli_runs_load_1m"] = {**{m: v["load_1m"] for m, v in cli.items()}, "demo": demo["load_1m"]}
+            daemon_env = {"REASONREC_DAEMON": "on", "REASONREC_DAEMON_DIR": str(tmp / "run")}
+            try:
+                served = measure_cli(tmp, a, daemon_env)
+            finally:
+                subprocess.run([REASONREC, "daemon", "stop"], env={**os.environ, **daemon_env}, check=False)
+            alone = measure_cli(tmp, a, {"REASONREC_DAEMON": "off"})
+            result["cli_recommend_warm_s"] = {m: served[m]["median"] for m in ("scoring", "hybrid")}
+            result["demo_warm_s"] = served["demo"]["median"]
+            result["cli_in_process_warm_s"] = {m: v["median"] for m, v in alone.items()}
+            for prefix, runs in (("cli_runs", served), ("cli_in_process_runs", alone)):
+                result[f"{prefix}_s"] = {m: v["runs"] for m, v in runs.items()}
+                result[f"{prefix}_load_1m"] = {m: v["load_1m"] for m, v in runs.items()}
         if a.only in ("server", "all"):
             chat, server = measure_server(a, tmp, load_ml100k().users())
             result["chat_turn_ms"], result["server"] = chat, server

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from reasonrec.agent.interfaces import cli_chat, cli_serve, cli_sessions, cli_train
+from reasonrec.agent.interfaces import cli_chat, cli_daemon, cli_handlers, cli_serve, cli_sessions, cli_train
 from reasonrec.agent.interfaces.cli_common import (
     AdapterOpt,
     ChromaOpt,
@@ -35,12 +35,10 @@ from reasonrec.agent.interfaces.cli_common import (
     ensure_index,
     err_console,
     make_agent,
-    print_notes,
+    print_index,
     progress_bar,
     quiet_libraries,
-    recommendations_table,
 )
-from reasonrec.agent.timing import timing_line
 from reasonrec.errors import ReasonRecError
 
 app = typer.Typer(
@@ -60,6 +58,7 @@ def index(
     Example: reasonrec index --dataset items.csv,interactions.csv
     """
     agent = make_agent(build_config(config, dataset=dataset, chroma_url=chroma_url, store=store))
+    cli_daemon.stop_all()  # a background process would keep serving the old index
     ensure_index(agent, train=True)
 
 
@@ -83,20 +82,15 @@ def recommend(
     """
     if user is None and history is None and query is None:
         raise typer.BadParameter("give --user, --history or --query")
-    agent = make_agent(build_config(config, model, adapter, dataset, chroma_url, store))
+    cfg = build_config(config, model, adapter, dataset, chroma_url, store)
     hist = [h.strip() for h in history.split(",") if h.strip()] if history else None
+    args = {"user_id": user, "history": hist, "query": query, "k": k}
     with err_console.status("ranking…"):
-        recs = agent.recommend(user_id=user, history=hist, query=query, k=k)
-    print_notes(agent)
-    if as_json:
-        print(recs.model_dump_json(indent=2))
-        return
-    console.print(recommendations_table(recs, f"Recommendations for {user or 'you'}"))
-    console.print(
-        f"[dim]{recs.model_id} · {recs.mode} · template {recs.template_version} · "
-        f"{recs.n_model} by model, {recs.n_fallback} fallback · {timing_line(recs.timings)} "
-        f"(* = reason built from facts)[/dim]"
-    )
+        reply = cli_daemon.ask(cfg, "recommend", args)  # the background process, when one runs (cli_daemon.py)
+        if reply is None:
+            reply = cli_handlers.recommend(make_agent(cfg), args)
+            cli_daemon.start(cfg, "recommend", args)
+    cli_handlers.print_recommendations(reply, f"Recommendations for {user or 'you'}", as_json)
 
 
 @app.command()
@@ -115,26 +109,23 @@ def demo(
     import time
 
     t0 = time.perf_counter()
-    agent = make_agent(build_config(config, model, adapter, store=store))
-    ensure_index(agent)
-    hist = agent.dataset.history(user)
-    table = Table(title=f"User {user}: last 5 of {len(hist)} items watched")
-    for col in ("item", "title", "year", "genres"):
-        table.add_column(col)
-    for i in hist[-5:]:
-        it = agent.items[i]
-        table.add_row(i, it.title, str(it.year or ""), ", ".join(it.genres))
-    console.print(table)
-    with err_console.status("loading the model (the first run converts SmolLM2 once)…"):
-        _ = agent.ranker
-    recs = agent.recommend(user_id=user, k=k)
-    print_notes(agent)
-    console.print(recommendations_table(recs, f"Top {k} for user {user}"))
-    console.print(
-        f"[dim]{recs.model_id} · {recs.mode} · {recs.n_model} by model, {recs.n_fallback} fallback · "
-        f"{timing_line(recs.timings)} · demo {time.perf_counter() - t0:.1f} s "
-        f"(* = reason built from facts)[/dim]"
-    )
+    cfg = build_config(config, model, adapter, store=store)
+    args = {"user": user, "k": k}
+    with err_console.status("ranking…"):
+        reply = cli_daemon.ask(cfg, "demo", args)
+    if reply is not None:
+        print_index(reply["index"], reply["skipped"])
+        cli_handlers.print_history(reply, user)
+    else:  # in-process: each step shows as it happens (a first run indexes and converts the model)
+        agent = make_agent(cfg)
+        ensure_index(agent)
+        cli_handlers.print_history(cli_handlers.history_reply(agent, user), user)
+        with err_console.status("loading the model (the first run converts SmolLM2 once)…"):
+            _ = agent.ranker
+        reply = cli_handlers.recommend(agent, {"user_id": user, "k": k})
+        cli_daemon.start(cfg, "demo", args)
+    footer = f" · demo {time.perf_counter() - t0:.1f} s"
+    cli_handlers.print_recommendations(reply, f"Top {k} for user {user}", footer=footer)
 
 
 @app.command()
@@ -231,6 +222,7 @@ app.command("serve")(cli_serve.serve)
 app.command("train")(cli_train.train)
 app.command("calibrate")(cli_train.calibrate_cmd)
 app.add_typer(cli_sessions.app, name="sessions")
+app.add_typer(cli_daemon.app, name="daemon")
 
 if __name__ == "__main__":
     main()

@@ -106,20 +106,25 @@ def ensure_index(agent: Any, train: bool = False) -> None:
         )
     finally:
         bar.stop()
-    err_console.print(f"[dim]index: {report.added} added, {report.updated} updated, {report.unchanged} unchanged[/dim]")
-    skipped = agent.dataset.skipped  # "file:line: reason"; the good rows were kept and indexed
-    if skipped:
+    print_index([report.added, report.updated, report.unchanged], agent.dataset.skipped)
+    print_notes(agent.notes)
+
+
+def print_index(counts: list[int], skipped: list[str]) -> None:
+    """The index line (added, updated, unchanged) and the data rows skipped ("file:line: reason")."""
+    added, updated, unchanged = counts
+    err_console.print(f"[dim]index: {added} added, {updated} updated, {unchanged} unchanged[/dim]")
+    if skipped:  # the good rows were kept and indexed
         from rich.markup import escape  # a reason quotes the user's value, which may contain [markup]
 
         more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
         line = f"{len(skipped)} rows skipped: {' | '.join(skipped[:5])}{more}"
         err_console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
-    print_notes(agent)
 
 
-def print_notes(agent: Any) -> None:
+def print_notes(notes: list[str]) -> None:
     """What the agent could not do as configured (e.g. the sequence model is not trained yet)."""
-    for note in dict.fromkeys(agent.notes):
+    for note in dict.fromkeys(notes):
         err_console.print(f"[yellow]note: {note}[/yellow]", soft_wrap=True)
 
 

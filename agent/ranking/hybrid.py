@@ -33,6 +33,10 @@ class HybridRanker(ScoringRanker):
     mode = "hybrid"
     _reason_prefix: SharedPrefix | None = None  # the reason prompts' common prefix (one user's history)
 
+    def forget_prefixes(self) -> None:
+        super().forget_prefixes()
+        self._reason_prefix = None
+
     def _rank_batch(self, reqs: list[RankRequest]) -> list[Recommendations]:
         t0 = time.perf_counter()
         picks = self.pick(reqs)

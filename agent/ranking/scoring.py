@@ -113,6 +113,15 @@ class ScoringRanker(BatchedRanker):
     def permutations(self) -> int:
         return self.config.ranker.permutations
 
+    def forget_prefixes(self) -> None:
+        """Drop the cached prompt-prefix keys/values: the next request computes them as a new process would.
+
+        Why: a prefix extended or sliced from an earlier request's cache equals a fresh one only up to
+        floating-point rounding, and the CLI's background process (cli_daemon.py) promises the results of a
+        one-shot `reasonrec recommend`.
+        """
+        self._prefix, self._prefix_ids = None, None
+
     @property
     def _shared(self) -> SharedPrefix:
         """The rank prompts' shared-prefix cache, built at the first forward pass (it holds the model)."""
