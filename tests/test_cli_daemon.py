@@ -74,6 +74,11 @@ def test_hybrid_answers_equal_in_process_ones(tmp_path, retrieval_config, indexe
         assert wait_ready(env)[0]["served"] == 2
         table = cli(env, "recommend", "--user", "196", "-k", "5", "--config", cfg)
         assert "background process" in table.stdout and "Recommendations for 196" in table.stdout
+        demo = cli(env, "demo", "--user", "196", "-k", "5", "--config", cfg, timeout=300)  # indexes, never trains
+        assert demo.returncode == 0, demo.stderr[-2000:]
+        assert "last 5 of" in demo.stdout and "Top 5 for user 196" in demo.stdout
+        assert "background process" in demo.stdout
+        assert "index: 0 added" in demo.stderr
     finally:
         cli(env, "daemon", "stop", timeout=60)
 

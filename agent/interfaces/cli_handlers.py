@@ -20,8 +20,11 @@ def recommend(agent: Any, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def demo(agent: Any, args: dict[str, Any]) -> dict[str, Any]:
-    """The demo's index report, the user's last five items and the recommendations (`args`: user, k)."""
-    report = agent.index()
+    """The demo's index report, the user's last five items and the recommendations (`args`: user, k).
+
+    As the in-process demo (`ensure_index`): new or changed items are embedded, the sequence model is not
+    trained (that is `reasonrec index`)."""
+    report = agent.index(train=False)
     return {**index_reply(agent, report), **history_reply(agent, args["user"]),
             **recommend(agent, {"user_id": args["user"], "k": args["k"]})}  # fmt: skip
 
