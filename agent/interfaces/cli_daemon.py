@@ -59,6 +59,8 @@ def mode() -> str:
 
 def wanted() -> bool:
     """Whether this CLI call may use or start a background process."""
+    if not (hasattr(socket, "AF_UNIX") and hasattr(os, "getuid")):  # e.g. Windows: always in-process
+        return False
     m = mode()
     return m == "on" or (m == "auto" and sys.stdout.isatty())
 
