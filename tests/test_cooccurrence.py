@@ -101,6 +101,33 @@ def test_ml100k_fit_is_fast_and_covers_every_item(ml100k):
     assert ev and all(0 < e.co_users <= min(e.anchor_users, e.item_users) for e in ev)
 
 
+def test_evidence_equals_counts_from_user_sets(ml100k):
+    """`evidence` (read from the CSC arrays) against counts from plain sets of each item's users."""
+    import math
+    import random
+
+    co = CooccurrenceSource.from_dataset(ml100k)
+    users: dict[str, set[str]] = {}
+    for r in ml100k.interactions:
+        users.setdefault(r.item_id, set()).add(r.user_id)
+    rng = random.Random(0)
+    for _ in range(40):
+        hist = ml100k.history(rng.choice(ml100k.users()))[-rng.choice([1, 5, 30, 300]) :]
+        item = rng.choice([*hist[:1], *rng.sample(sorted(users), 3)])
+        top = rng.choice([1, 3, 1000])
+        want = []
+        for age, a in enumerate(dict.fromkeys(reversed(hist))):
+            both = len(users[a] & users[item]) if a != item else 0
+            if both:
+                sim = both / math.sqrt(len(users[a]) * len(users[item]))
+                want.append((-sim, age, a, both, len(users[a]), int(co._window[co.index[a], co.index[item]])))
+        got = co.evidence(hist, item, top=top)
+        assert [(-e.similarity, e.age, e.anchor_id, e.co_users, e.anchor_users, e.window_users) for e in got] == [
+            pytest.approx(w) for w in sorted(want)[:top]
+        ]
+        assert all(e.item_users == len(users[item]) for e in got)
+
+
 # --- where evaluator ----------------------------------------------------------------------------------
 
 META = {"x": 1, "f": True, "s": "u", "y": 1990}
