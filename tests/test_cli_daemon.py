@@ -86,7 +86,8 @@ def test_hybrid_answers_equal_in_process_ones(tmp_path, retrieval_config, indexe
 def test_errors_status_stop_and_idle_exit(tmp_path, retrieval_config, indexed_store):
     env, cfg = daemon_env(tmp_path, idle_s=300), config_file(tmp_path, retrieval_config, "scoring")
     try:
-        assert cli(env, "recommend", "--user", "1", "-k", "3", "--config", cfg).returncode == 0
+        first = cli(env, "recommend", "--user", "1", "-k", "3", "--config", cfg)
+        assert first.returncode == 0 and "started background process" in first.stderr  # it says so, once
         (info,) = wait_ready(env)
         bad = cli(env, "recommend", "--user", "999999", "--config", cfg)  # answered by it: the same one line
         assert bad.returncode == 2 and "unknown user" in bad.stderr and "Traceback" not in bad.stderr

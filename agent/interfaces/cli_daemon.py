@@ -151,7 +151,12 @@ def start(cfg: Any, op: str, args: dict[str, Any]) -> None:
         proc.stdin.write(json.dumps({"config": cfg.model_dump(mode="json"), "warm": {"op": op, "args": args}}).encode())
         proc.stdin.close()
     except OSError:
-        pass
+        return
+    from reasonrec.agent.interfaces.cli_common import err_console
+
+    idle = float(os.environ.get("REASONREC_DAEMON_IDLE_S", IDLE_S))
+    err_console.print(f"[dim]started background process {proc.pid} for the next calls: it exits after {idle:.0f} s "
+                      "idle (`reasonrec daemon stop` now; REASONREC_DAEMON=off never starts one)[/dim]")  # fmt: skip
 
 
 def _exchange(path: Path, message: dict[str, Any], timeout: float) -> dict[str, Any]:
