@@ -25,9 +25,11 @@ class Recommendation(BaseModel):
     reason: OutputText = Field(min_length=1, description="Why this item; never empty.")
     score: float | None = Field(None, description="Ranker score (higher is better) when the mode has one.")
     retrieval_score: float | None = Field(None, description="Cosine similarity from the candidate generator.")
-    source: Literal["model", "scoring", "fallback"] = Field(
-        description="model: the LM chose this item; scoring: filled in from the scoring order after constrained "
-        "generation left the list short; fallback: filled in from retriever order."
+    source: Literal["model", "retrieval", "scoring", "fallback"] = Field(
+        description="model: the LM chose this item (alone or in the fused score); retrieval: the fused retrieval "
+        "score alone ordered it (candidates.lm_weight 0, the default: the LM only explains); scoring: filled in "
+        "from the scoring order after constrained generation left the list short; fallback: filled in from "
+        "retriever order."
     )
     reason_source: Literal["model", "template"] = Field(
         "model", description="template: a reason built from facts because the model gave none."
@@ -93,6 +95,11 @@ class Recommendations(BaseModel):
     def n_model(self) -> int:
         return sum(r.source == "model" for r in self.items)
 
+    @computed_field(description="Items the fused retrieval score alone ordered (the LM had no weight).")  # type: ignore[prop-decorator]
+    @property
+    def n_retrieval(self) -> int:
+        return sum(r.source == "retrieval" for r in self.items)
+
     @computed_field(description="Items filled in from retriever order.")  # type: ignore[prop-decorator]
     @property
     def n_fallback(self) -> int:
@@ -102,6 +109,12 @@ class Recommendations(BaseModel):
     @property
     def n_scoring(self) -> int:
         return sum(r.source == "scoring" for r in self.items)
+
+    def order_line(self) -> str:
+        """Who ordered the items, for footers: "5 by model", "5 by retrieval score", "3 by model, 2 fallback"."""
+        parts = [(self.n_model, "by model"), (self.n_retrieval, "by retrieval score"), (self.n_scoring, "from scoring"),
+                 (self.n_fallback, "fallback")]  # fmt: skip
+        return ", ".join(f"{n} {what}" for n, what in parts if n) or "no items"
 
     def item_ids(self) -> list[str]:
         return [r.item_id for r in self.items]

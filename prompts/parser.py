@@ -46,7 +46,7 @@ class ParsedEntry(BaseModel):
     label: str
     item_id: str
     reason: str | None = None
-    source: Literal["model", "fallback"]
+    source: Literal["model", "retrieval", "fallback"]  # retrieval: scoring order where the LM had no weight
 
 
 class ParsedRanking(BaseModel):

@@ -20,9 +20,9 @@ def check_result(recs, agent, k, seen=(), candidates=None):
     assert [r.rank for r in recs.items] == list(range(1, k + 1))
     for r in recs.items:
         assert r.reason.strip(), "empty reason"
-        assert r.source in ("model", "fallback")
+        assert r.source in ("model", "retrieval", "fallback")
         assert r.title == agent.items[r.item_id].title
-    assert recs.n_model + recs.n_fallback == k
+    assert recs.n_model + recs.n_retrieval + recs.n_fallback == k
     assert recs.template_version and recs.model_id
     assert recs.timings["total"] > 0
 

@@ -69,5 +69,5 @@ def test_demo_prints_five_recommendations_with_reasons(retrieval_config, indexed
         item_id, title, source, reason = cells[1], cells[2], cells[5], cells[6]
         assert item_id in data.items and item_id not in seen
         assert data.items[item_id].title.startswith(title[:10])
-        assert source.rstrip("*") in ("model", "fallback")
+        assert source.rstrip("*") in ("model", "retrieval", "fallback")
         assert reason

@@ -45,8 +45,10 @@ def forward_calls(lm):
 
 
 def comparable(recs):
-    """A result without what differs by construction: timings, and the LM margin `confidence`."""
-    return recs.model_dump(mode="json", exclude={"timings", "confidence"})
+    """A result without what differs by construction: timings, the LM margin `confidence`, and who is said to
+    have ordered the items (the forced pass below claims the LM decides)."""
+    drop = {"timings": True, "confidence": True, "n_model": True, "n_retrieval": True, "items": {"__all__": {"source"}}}
+    return recs.model_dump(mode="json", exclude=drop)
 
 
 def test_scoring_with_lm_weight_0_never_loads_the_model(ml100k, retrieval_config, source, monkeypatch):
@@ -61,6 +63,9 @@ def test_scoring_with_lm_weight_0_never_loads_the_model(ml100k, retrieval_config
         assert recs.confidence is None and recs.timings["lm_skipped"] == 1 and recs.timings["forward_ms"] == 0
         assert all(r.reason for r in recs.items)
         assert "no model pass" in timing_line(recs.timings)
+        # the result says who ordered the items: not the LM, which had no weight
+        assert {r.source for r in recs.items} == {"retrieval"} and recs.n_model == 0 and recs.n_retrieval == 5
+        assert recs.order_line() == "5 by retrieval score"
     assert agent._model is None
     # A caller's own list has no retrieval features: the LM alone ranks it, so the model is needed.
     with pytest.raises(AssertionError, match="the model was loaded"):
@@ -77,6 +82,8 @@ def test_lm_weight_0_gives_the_order_the_lm_pass_gave(ml100k, retrieval_config, 
     with forward_calls(tiny_random_lm) as calls:
         scored = make_agent(ml100k, retrieval_config, model=tiny_random_lm, source=source).recommend_many(USERS, k=5)
     assert calls and all(r.confidence is not None and "lm_skipped" not in r.timings for r in scored)
+    assert all(it.source == "retrieval" for r in skipped for it in r.items)
+    assert all(it.source == "model" for r in scored for it in r.items)  # as the patched lm_decides claims
     assert [comparable(r) for r in skipped] == [comparable(r) for r in scored]
 
 
@@ -88,6 +95,7 @@ def test_lm_weight_above_0_runs_the_lm_and_changes_the_order(ml100k, retrieval_c
     assert len(calls) == 1  # one batched pass for the three users
     assert all(r.confidence is not None and r.timings["forward_ms"] > 0 for r in weighted)
     assert [r.item_ids() for r in weighted] != [r.item_ids() for r in fused]
+    assert all(it.source == "model" for r in weighted for it in r.items)  # here the LM had its say
 
 
 def test_hybrid_with_lm_weight_0_shows_cards_before_the_model_runs(ml100k, retrieval_config, source, tiny_random_lm):
@@ -106,6 +114,7 @@ def test_hybrid_with_lm_weight_0_shows_cards_before_the_model_runs(ml100k, retri
         recs = agent.recommend(user_id="196", k=3)
     assert seen == [(fused.item_ids(), 0)]  # the fused order, before any forward pass
     assert calls and recs.item_ids() == fused.item_ids() and recs.timings["lm_skipped"] == 1
+    assert all(r.source == "retrieval" and r.reason_source in ("model", "template") for r in recs.items)
 
 
 def test_lazy_model_records_the_loaded_models_id_without_loading(lm, monkeypatch):

@@ -85,6 +85,6 @@ def print_recommendations(reply: dict[str, Any], title: str, as_json: bool = Fal
     where = f" · background process {reply['pid']} (`reasonrec daemon stop`)" if "pid" in reply else ""
     console.print(
         f"[dim]{recs.model_id} · {recs.mode} · template {recs.template_version} · "
-        f"{recs.n_model} by model, {recs.n_fallback} fallback · {timing_line(recs.timings)}{footer}{where} "
+        f"{recs.order_line()} · {timing_line(recs.timings)}{footer}{where} "
         f"(* = reason built from facts)[/dim]"
     )

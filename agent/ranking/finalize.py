@@ -98,7 +98,7 @@ def build_recommendations(
         if r.model_faithful is not None:  # the model wrote a usable reason: judge its own text
             judged.append(is_grounded(text or "", item, req.history))
             checked.append(r.model_faithful)
-        source = entry.source if entry.source == "model" else filled_by
+        source = entry.source if entry.source in ("model", "retrieval") else filled_by
         items.append(
             Recommendation(
                 item_id=item.id, title=item.title, year=item.year, genres=list(item.genres), rank=rank,

@@ -290,8 +290,10 @@ class ScoringRanker(BatchedRanker):
         # Labels name the candidates of the scored prompt; where none was scored, any distinct names do.
         labels = label_token_ids(self.lm.tokenizer, n)[0] if s else default_labels(n)
         label_of = {c.id: lab for lab, c in zip(labels, req.candidates, strict=True)}
+        # Who ordered them: the LM where its probabilities enter the score, else the fused retrieval score alone.
+        by = "model" if lm_decides(req, cc.lm_weight) else "retrieval"
         parsed = ParsedRanking(
-            entries=[ParsedEntry(label=label_of[c.id], item_id=c.id, source="model") for c in top],
+            entries=[ParsedEntry(label=label_of[c.id], item_id=c.id, source=by) for c in top],
             n_model=req.k, n_fallback=0, off_candidate=[], duplicates=[], missing_reasons=0, format="lines",
             valid=True,
         )  # fmt: skip
