@@ -41,6 +41,13 @@ def teacher_scale(examples: Sequence[Any]) -> float:
     return max(float(s), 0.0)
 
 
+def run_scale(cfg: Any, examples: Sequence[Any]) -> float | None:
+    """A run's teacher sharpness: `cfg.distill_scale`, else fitted on `examples`; None without distillation."""
+    if not cfg.distill_weight:
+        return None
+    return cfg.distill_scale if cfg.distill_scale is not None else teacher_scale(examples)
+
+
 def distill_loss(student: Any, offsets: Any, scale: float) -> Any:
     """Mean over rows of KL(softmax(scale x offsets) || softmax(student)), [R, n] tensors."""
     import torch.nn.functional as F

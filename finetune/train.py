@@ -24,10 +24,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from reasonrec.errors import ConfigError, TrainError
+from reasonrec.finetune import distill
 from reasonrec.finetune.checkpoint import checkpoints, load_checkpoint, save_adapter, save_checkpoint
 from reasonrec.finetune.config import TrainConfig
 from reasonrec.finetune.data import build_examples, collate, data_hash, encode, validation_lists, validation_users
-from reasonrec.finetune.distill import distill_loss, teacher_scale
 from reasonrec.finetune.validation import retrieval_ndcg, validate
 
 Progress = Callable[[str, int, int, dict], None]  # (stage, done, total, figures)
@@ -93,7 +93,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
         agent, split, cfg, knn, prompter, lambda d, t: note("building data", d, t, {}), offsets=train_offsets
     )
     digest = data_hash(examples)
-    teacher = _teacher_scale(cfg, examples)
+    teacher = distill.run_scale(cfg, examples)
     start_ckpt = _check_resume(cfg, digest)
     encoded = encode(examples, lm.tokenizer)
     val = validation_lists(split, validation_users(split, cfg.val_users, cfg.seed), catalogue, cfg.seed)
@@ -209,18 +209,11 @@ def batch_loss(
         if cfg.distill_weight:
             if teacher_scale is None:
                 raise ConfigError("distill_weight > 0 needs the teacher's scale (finetune/distill.teacher_scale)")
-            kl = distill_loss(labels, batch["offsets"].to(device), teacher_scale)
+            kl = distill.distill_loss(labels, batch["offsets"].to(device), teacher_scale)
             rank_loss = (1 - cfg.distill_weight) * rank_loss + cfg.distill_weight * kl
             parts["distill_kl"] = kl.item()
         loss = loss + cfg.rank_loss_weight * rank_loss
     return loss, parts
-
-
-def _teacher_scale(cfg: TrainConfig, examples: list) -> float | None:
-    """The distillation teacher's sharpness: `distill_scale`, else fitted on the examples; None without distillation."""
-    if not cfg.distill_weight:
-        return None
-    return cfg.distill_scale if cfg.distill_scale is not None else teacher_scale(examples)
 
 
 def _offset_fns(agent: Any, split: Any, cfg: TrainConfig) -> tuple[Any, Any]:
