@@ -59,6 +59,11 @@ class ModelConfig(_Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:0, ...")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code. Off by default.")
     num_threads: int | None = Field(None, description="torch CPU threads; None keeps torch's default.")
+    cpu_small_batch_linear: bool = Field(
+        True,
+        description="CPU, float32, inference: linear layers of 2-32 rows (decoding) computed as W @ x.T, "
+        "1.2-3x faster than MKL's x @ W.T on the 2-core CPU; equal up to float rounding (agent/model/cpu_linear.py).",
+    )
 
 
 class RankerConfig(_Section):

@@ -117,12 +117,10 @@ class SharedPrefix:
                 # bs-1 forward on the 2-core CPU); the default positions are these ones.
                 del kwargs["attention_mask"], kwargs["position_ids"]
         else:
-            from transformers import DynamicCache
+            from reasonrec.agent.model.kv_cache import filled
 
-            n = len(rows)
-            kwargs[cache_field()] = DynamicCache(
-                [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv]
-            )
+            n = len(rows)  # decoding appends to this cache in place (kv_cache.py), not by concatenation
+            kwargs[cache_field()] = filled(self.model, [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv])
             kwargs["use_cache"] = True
         return kwargs, shared
 
@@ -138,7 +136,12 @@ class SharedPrefix:
         kwargs, shared = self.inputs(rows, rows[0])
         tails = kwargs["input_ids"]
         if shared == 0:
-            return {"input_ids": tails, "attention_mask": kwargs.get("attention_mask", torch.ones_like(tails))}
+            from reasonrec.agent.model.kv_cache import empty_cache
+
+            mask = kwargs.get("attention_mask", torch.ones_like(tails))
+            if not self.supported:
+                return {"input_ids": tails, "attention_mask": mask}
+            return {"input_ids": tails, "attention_mask": mask, cache_field(): empty_cache(self.model)}
         prefix = torch.tensor([rows[0][:shared]], device=tails.device).expand(len(rows), -1)
         return {
             "input_ids": torch.cat([prefix, tails], dim=1),
