@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -29,7 +30,7 @@ class Result:
         return {"items": ["2", "1"]}
 
 
-def work():
+def work(pause_s=0.3):
     picks = [SimpleNamespace(parsed=SimpleNamespace(entries=[SimpleNamespace(item_id=i) for i in ("2", "1")]))]
     progress.report_picks(picks)
     req = object()
@@ -37,6 +38,7 @@ def work():
     prompt = [ord("p")]
     for step in ("i", "it"):  # two generated tokens per row
         crit(torch.tensor([prompt + [ord(c) for c in step]] * 2), None)
+        time.sleep(pause_s)  # longer than EventSink.REASON_EVERY_S: each update is sent
     return Result()
 
 
@@ -60,6 +62,13 @@ def test_cards_then_growing_reasons_then_done():
     reasons = [d for e, d in events if e == "reason"]
     assert [r["text"] for r in reasons if r["item_id"] == "2"] == ["Like X, i", "Like X, it"]
     assert events[-1][1] == {"items": ["2", "1"]}
+
+
+def test_reason_updates_within_the_interval_are_sent_as_the_latest_text():
+    events = collect(ModelGate(max_queue=2), lambda: work(pause_s=0))
+    reasons = [d for e, d in events if e == "reason"]
+    assert [r["text"] for r in reasons if r["item_id"] == "2"] == ["Like X, it"]  # "Like X, i" folded in
+    assert [e for e, _ in events][-1] == "done"  # and nothing pending is lost at the end
 
 
 def test_a_failing_job_ends_with_an_error_event():
