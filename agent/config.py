@@ -62,7 +62,7 @@ class ModelConfig(_Section):
     cpu_small_batch_linear: bool = Field(
         True,
         description="CPU, float32, inference: linear layers of 2-32 rows (decoding) computed as W @ x.T, "
-        "1.2-3x faster than MKL's x @ W.T on the 2-core CPU; equal up to float rounding (agent/model/cpu_linear.py).",
+        "1.2-3.5x faster than MKL's x @ W.T on the 2-core CPU; equal up to float rounding (agent/model/cpu_linear.py).",
     )
 
 

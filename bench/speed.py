@@ -135,13 +135,23 @@ def measure_server(a: argparse.Namespace, tmp: Path, users: list[str]) -> tuple[
     return chat, server
 
 
+def torch_default_threads() -> int:
+    """torch's own thread count on this machine (what `model.num_threads: null` runs with)."""
+    code = "import torch; print(torch.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return int(out.stdout.strip() or 0)
+
+
 def main() -> None:
     from reasonrec.finetune.evaluation.report import default_machine, git_commit
     from reasonrec.retrieval import load_ml100k
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", choices=["cli", "server", "all"], default="all")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads everywhere (1 under contention).")
+    p.add_argument(
+        "--threads", type=int, default=0,
+        help="torch CPU threads everywhere; 0 (default) = what a user gets: torch's own (one per core).",
+    )  # fmt: skip
     p.add_argument("--repeats", type=int, default=3, help="Measured runs per CLI figure (after one warm-up).")
     p.add_argument("--turns", type=int, default=5, help="Chat turns of the 1-client figure.")
     p.add_argument("--single", type=int, default=16, help="One-at-a-time requests (scoring server).")
@@ -150,7 +160,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
 
-    result = json.loads(a.out.read_text()) if a.out.is_file() else {}
+    # A partial run (--only) updates its part of an earlier file; a full run starts afresh, so no figure or
+    # note of an earlier run is carried into it.
+    result = json.loads(a.out.read_text()) if a.out.is_file() and a.only != "all" else {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -172,7 +184,7 @@ def main() -> None:
             result["chat_turn_ms"], result["server"] = chat, server
     result.update(
         commit=git_commit(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        machine=default_machine(), torch_threads=a.threads,
+        machine=default_machine(), torch_threads=a.threads or f"default ({torch_default_threads()})",
         load_avg_1m={"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
     )  # fmt: skip
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,12 +2,12 @@
 
 Why: decoding feeds the model one token per row, so every linear layer multiplies a handful of rows
 (the 5 reasons of a hybrid answer, a batch of users) by a weight matrix that no cache holds. Measured on
-the 2-core AMD EPYC of this project (torch 2.13, MKL, fp32, weights streamed from memory), MKL's
-`linear` reads the weights at 2-4 GB/s for 2-32 rows, while the same product computed as
-`mm(W, x.T)` reads them at 6-9 GB/s: 1.2-2.7x per layer, and 3x for SmolLM2's 49,152 x 576 output
-layer with 5 rows (51 -> 16 ms per decoding step; `bench/results/cpu_linear.json`). With one row both
-paths run the same matrix-vector kernel, and from ~64 rows (prefill) `linear` is as fast or faster,
-so only 2-32 rows take the other path.
+the 2-core AMD EPYC of this project (torch 2.13, MKL, fp32, weights streamed from memory;
+`bench/cpu_linear.py` -> `bench/results/cpu_linear.json`), `mm(W, x.T)` is 1.2-2.5x faster than
+`F.linear` for 2-5 rows on SmolLM2's layer shapes and 2-3.5x for its 49,152 x 576 output layer up to 32
+rows; with one row both run the same matrix-vector kernel, and from ~64 rows (prefill) `linear` is as
+fast or faster, so only 2-32 rows take the other path. A hybrid `recommend` (5 reasons) went from 6.33 to
+5.06 s (median of 12 users, alternating) with the same ids and reasons for all 12.
 
 Both compute the same dot products; only the order of the float additions inside them may differ,
 so outputs agree to float32 rounding (greedy decoding can differ where two tokens are tied to ~1e-6).

@@ -69,7 +69,7 @@ class BufferedLayer(_layer_base()):  # type: ignore[misc]
             self.lazy_initialization(key_states, value_states)
         keys = self.keys
         n = keys.shape[-2] if keys is not None and keys.dim() == 4 else 0
-        add, need = key_states.shape[-2], n + key_states.shape[-2]
+        need = n + key_states.shape[-2]
         buf = self.__dict__.get("_buf")
         # Someone else set `keys` (crop, batch selection, a reset), or the room or batch shape is gone: copy
         # what is cached into a new buffer, as `cat` would have.

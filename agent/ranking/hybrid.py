@@ -161,7 +161,6 @@ class HybridRanker(ScoringRanker):
         # The opener is part of the reason: the model wrote the rest of the sentence from it.
         return [o + t if o else t for o, t in zip(openers, texts, strict=True)], tokens
 
-
     def _reused_inputs(self, rows: list[int]) -> dict[str, Any] | None:
         """`generate` inputs for `rows` of the first pass: its padded prompts and their cached keys/values
         up to the last prompt token (which `generate` feeds to get the first logits). None: nothing to reuse."""

@@ -120,7 +120,8 @@ class SharedPrefix:
             from reasonrec.agent.model.kv_cache import filled
 
             n = len(rows)  # decoding appends to this cache in place (kv_cache.py), not by concatenation
-            kwargs[cache_field()] = filled(self.model, [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv])
+            rows_kv = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv]
+            kwargs[cache_field()] = filled(self.model, rows_kv)
             kwargs["use_cache"] = True
         return kwargs, shared
 
