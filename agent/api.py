@@ -138,7 +138,9 @@ class RecommenderAgent:
         rc = self.config.retrieval
         with self.setup_clock.measure():  # built lazily inside the first request's retrieval
             # The embedder loads MiniLM only when text must be embedded (a query, an unindexed item).
-            embedder = Embedder(rc.embedding_model, device=rc.device, batch_size=rc.batch_size)
+            embedder = Embedder(
+                rc.embedding_model, device=rc.device, batch_size=rc.batch_size, loading=self.setup_clock.measure
+            )
             if self._store is None:
                 self._store = ItemStore(rc, embedder)
             stored = self._store.count()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -76,18 +78,27 @@ class Embedder:
         model: "all-MiniLM-L6-v2" (packaged, offline), a local folder, or a cached hub name.
         device: torch device: "cpu", "cuda", "cuda:0", "mps".
         batch_size: texts per forward pass.
+        loading: a context manager factory wrapped around the model's (lazy, first-use) load, e.g. the
+            agent's set-up clock, so a request that first needs MiniLM reports that load as set-up.
 
     Raises:
         RetrievalError: the model cannot be found (at construction) or loaded (at first use).
     """
 
-    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, device: str = "cpu", batch_size: int = 256):
+    def __init__(
+        self,
+        model: str = DEFAULT_EMBEDDING_MODEL,
+        device: str = "cpu",
+        batch_size: int = 256,
+        loading: Callable[[], AbstractContextManager[Any]] | None = None,
+    ):
         if batch_size < 1:
             raise RetrievalError(f"`batch_size` must be >= 1, got {batch_size}")
         self.model = model
         self.device = device
         self.batch_size = batch_size
         self.path = resolve_model(model)
+        self.loading = loading or nullcontext
 
     @classmethod
     def from_config(cls, config: Any) -> Embedder:
@@ -154,7 +165,7 @@ class Embedder:
         model = _MODELS.get(key)
         if model is not None:
             return model
-        with _LOCK:
+        with _LOCK, self.loading():
             if key not in _MODELS:
                 _MODELS[key] = self._load_uncached()
         return _MODELS[key]

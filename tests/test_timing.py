@@ -49,3 +49,15 @@ def test_first_call_reports_setup_apart_and_a_warm_call_none(ml100k, lm, indexed
     # Set-up and the request's own work together are what the caller waited for (nothing counted twice).
     assert first["setup_ms"] + first["total"] <= wall * 1.05 + 5
     assert first["retrieval_ms"] < first["setup_ms"]
+
+
+def test_a_first_use_load_of_the_embedder_is_setup(monkeypatch):
+    """MiniLM loads at the first text to embed (a query), inside a request: that load is set-up."""
+    from reasonrec.retrieval import embed
+
+    monkeypatch.setattr(embed, "_MODELS", {})  # as in a fresh process
+    clock = SetupClock()
+    vecs = embed.Embedder(loading=clock.measure).encode(["a funny sci-fi"])
+    assert vecs.shape[0] == 1 and clock.take() > 50  # loading MiniLM takes far more than 50 ms
+    embed.Embedder(loading=clock.measure).encode(["again"])  # loaded: nothing to count
+    assert clock.take() < 50
