@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from reasonrec.agent.chat.message import Message
 
-MAX_K = 50
+MAX_K = 50  # the longest list a chat turn shows (session.open_session, update.apply_act)
 NUM_WORDS = {
     w: i
     for i, w in enumerate(

@@ -9,11 +9,11 @@
     turn = chat.feedback(turn.recommendations.items[0].item_id, liked=False)
 
 Each message is read by `dialogue.parse_message` (rules; the LM is not asked to parse) and applied to
-the session state: liked items join the history, rejected ones are excluded for good, genres and years
-become a Chroma `where` filter. Recommendations then go through the agent's own retrieval, ranker and
-parser (`RecommenderAgent.recommend`), so every item is a candidate, unseen, with a reason. When the
-filter leaves fewer than k unseen items the turn says so and shows fewer, or relaxes the constraints
-when nothing is left. The state is saved to the `SessionStore` before a turn returns.
+the session state (`update.apply_act`): liked items join the history, rejected ones are excluded for
+good, genres and years become a Chroma `where` filter. Recommendations then go through the agent's own
+retrieval, ranker and parser (`RecommenderAgent.recommend`), so every item is a candidate, unseen, with
+a reason. When the filter leaves fewer than k unseen items the turn says so and shows fewer, or relaxes
+the constraints when nothing is left. The state is saved to the `SessionStore` before a turn returns.
 """
 
 from __future__ import annotations
@@ -26,27 +26,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reasonrec.agent.chat.catalogue import catalogue, mood_guesser
-from reasonrec.agent.chat.dialogue import DialogueAct, parse_message, pick_option
-from reasonrec.agent.chat.explain import (
-    Understood,
-    clarifying_question,
-    explain,
-    list_reply,
-    mark_note,
-    mentioned_not_watched,
-)  # fmt: skip
+from reasonrec.agent.chat.dialogue import parse_message, pick_option
+from reasonrec.agent.chat.explain import clarifying_question, list_reply, mark_note, mentioned_not_watched
 from reasonrec.agent.chat.moods import MoodGuesser
+from reasonrec.agent.chat.numbers import MAX_K
 from reasonrec.agent.chat.store import (
     ChatConstraints,
     ChatTurn,
-    PendingChoice,
     SessionState,
     SessionStore,
     constraints_where,
     describe_constraints,
 )
 from reasonrec.agent.chat.titles import ItemRef
-from reasonrec.agent.chat.years import apply_years
+from reasonrec.agent.chat.update import apply_act, mark
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.errors import ConfigError, DataError, UnknownItemError, UnknownSessionError
 
@@ -57,8 +50,6 @@ __all__ = [
     "ChatConstraints", "ChatSession", "ChatTurn", "ItemRef", "SessionState", "SessionStore", "UnknownSessionError",
     "constraints_where", "describe_constraints", "open_session",
 ]  # fmt: skip
-
-MAX_K = 50
 
 
 @dataclass
@@ -117,7 +108,7 @@ class ChatSession:
             choice = pick_option(text, state.pending.options) if state.pending else None
             if choice is not None and state.pending is not None:
                 keep_last = False
-                self._mark(state, self._titles.same_item(choice), state.pending.polarity)
+                mark(state, self._titles.same_item(choice), state.pending.polarity)
                 notes.append(mark_note(choice, state.pending.polarity))
                 state.pending = None
             else:
@@ -125,7 +116,7 @@ class ChatSession:
                 last = self._last_titles(state)
                 act = parse_message(text, self._genres, self._titles, last, self._search, self._moods())
                 keep_last = act.is_refinement()
-                notes += self._apply(state, act)
+                notes += apply_act(state, act, self.agent.items, self._titles, self._years)
             parse_ms = (time.perf_counter() - t0) * 1000
             return self._answer(state, text, notes, keep_last, t0, parse_ms)
 
@@ -149,7 +140,7 @@ class ChatSession:
             t0 = time.perf_counter()
             state, notes = self._state.model_copy(deep=True), []
             ref = ItemRef(item_id=item_id, title=item.title, year=item.year)
-            self._mark(state, [item_id], "like" if liked else "dislike")
+            mark(state, [item_id], "like" if liked else "dislike")
             notes.append(mark_note(ref, "like" if liked else "dislike"))
             text = f"{'liked' if liked else 'disliked'}: {ref.label()}"
             return self._answer(state, text, notes, True, t0, 0.0)
@@ -176,58 +167,6 @@ class ChatSession:
                 entry[1] -= 1
                 if entry[1] == 0:
                     del _LOCKS[key]
-
-    def _apply(self, state: SessionState, act: DialogueAct) -> list[str]:
-        """Apply a parsed message to the state; returns what the reply says first (the explanation)."""
-        c, done, problems = state.constraints, Understood(), []
-        if act.reset:
-            state.constraints = c = ChatConstraints(k=c.k)
-        for idx, polarity in [
-            *((i, "dislike") for i in act.rejected_positions),
-            *((i, "like") for i in act.liked_positions),
-        ]:
-            if idx < len(state.last):
-                item = self.agent.items[state.last[idx]]
-                self._mark(state, [state.last[idx]], polarity)
-                ref = ItemRef(item_id=state.last[idx], title=item.title, year=item.year)
-                (done.rejected if polarity == "dislike" else done.liked_shown).append(ref)
-        for tref in act.titles:
-            match, options = tref.match, tref.match.options
-            if match.resolved is not None:
-                self._mark(state, self._titles.same_item(match.resolved), tref.polarity)
-                (done.liked if tref.polarity == "like" else done.disliked).append(match.resolved)
-                if match.fuzzy:
-                    done.fuzzy[match.resolved.natural_label()] = match.phrase
-            elif options and state.pending is None:
-                state.pending = PendingChoice(phrase=match.phrase, polarity=tref.polarity, options=options)  # type: ignore[arg-type]
-                done.asking = True
-            elif not options:
-                problems.append(f"I could not find {match.phrase!r} in the catalogue.")
-        if act.genres:
-            c.genres = list(dict.fromkeys([*c.genres, *act.genres])) if act.additive else list(act.genres)
-        if act.excluded_genres:
-            c.excluded_genres = list(dict.fromkeys([*c.excluded_genres, *act.excluded_genres]))
-        c.excluded_genres = [g for g in c.excluded_genres if g not in act.genres]  # "now horror" re-allows it
-        c.genres = [g for g in c.genres if g not in c.excluded_genres]
-        shown = [y for i in state.last if (y := self.agent.items[i].year) is not None]
-        done.relative_note = apply_years(c, act.year_reading(), shown, self._years)
-        if act.k is not None:
-            c.k = min(act.k, MAX_K)
-        elif act.k_change == "shorter":
-            c.k = max(1, (c.k + 1) // 2)
-        elif act.k_change == "longer":
-            c.k = min(MAX_K, c.k * 2)
-        if act.query:
-            c.query = act.query
-        return [t for t in (explain(act, c, done), *problems) if t]
-
-    def _mark(self, state: SessionState, ids: list[str], polarity: str) -> None:
-        if polarity == "like":
-            state.liked = list(dict.fromkeys([*(i for i in state.liked if i not in ids), *ids]))
-            state.disliked = [i for i in state.disliked if i not in ids]
-        else:
-            state.disliked = list(dict.fromkeys([*state.disliked, *ids]))
-            state.liked = [i for i in state.liked if i not in ids]
 
     def _answer(
         self, state: SessionState, text: str, notes: list[str], keep_last: bool, t0: float, parse_ms: float
