@@ -20,8 +20,8 @@ from reasonrec.errors import ConfigError, DataError, RetrievalError
 
 from .candidates import Candidate
 from .config import CollaborativeConfig, RetrievalConfig
+from .metadata import item_metadata
 from .sasrec import SASRecModel, load_or_train
-from .store import item_metadata
 from .types import Dataset, Item, natural_key
 from .where import validate_where
 

@@ -17,7 +17,7 @@ from reasonrec.errors import ConfigError
 
 from . import cache
 from .candidates import Candidate
-from .store import item_metadata
+from .metadata import item_metadata
 from .types import Dataset, Item
 from .where import compile_where
 
