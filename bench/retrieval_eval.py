@@ -23,13 +23,15 @@ import datetime as dt
 import itertools
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from reasonrec.finetune.evaluation.metrics import aggregate, latency_summary, paired_bootstrap, user_metrics
+from reasonrec.finetune.evaluation.report import git_commit
+from reasonrec.finetune.evaluation.split import cand20_candidates, leave_one_out
 from reasonrec.retrieval import (
     CandidateGenerator,
     CollaborativeSource,
@@ -46,13 +48,6 @@ from reasonrec.retrieval.candidates import Candidate
 from reasonrec.retrieval.collaborative import brute_force_top
 from reasonrec.retrieval.config import CollaborativeConfig, CooccurrenceConfig, EaseConfig
 from reasonrec.retrieval.ease import EaseSource
-
-try:
-    from reasonrec.finetune.evaluation.metrics import aggregate, latency_summary, user_metrics
-    from reasonrec.finetune.evaluation.split import cand20_candidates, leave_one_out
-except ImportError:  # before the evaluation subpackage (issue 13)
-    from reasonrec.finetune.metrics import aggregate, latency_summary, user_metrics
-    from reasonrec.finetune.split import cand20_candidates, leave_one_out
 
 SOURCES = ("collaborative", "cooccurrence", "ease", "semantic")
 EASE_L2 = (50.0, 100.0, 200.0, 500.0, 1000.0)
@@ -73,14 +68,6 @@ class Timed:
             return self.source.candidates(*a, **kw)
         finally:
             self.ms.append((time.perf_counter() - t) * 1000)
-
-
-def bootstrap(a: np.ndarray, b: np.ndarray, n: int, seed: int) -> list[float]:
-    """[mean(a - b), 2.5%, 97.5%] over users resampled with replacement."""
-    rng = np.random.default_rng(seed)
-    d = a - b
-    means = d[rng.integers(0, len(d), size=(n, len(d)))].mean(axis=1)
-    return [float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def sweep(source_cls, configs, split, valid_hist, items) -> tuple[object, list[dict]]:
@@ -110,13 +97,6 @@ def tune_cooccurrence(split, valid_hist, items) -> tuple[CooccurrenceConfig, lis
 def tune_ease(split, valid_hist, items) -> tuple[EaseConfig, list[dict]]:
     """EASE's l2 (see `sweep`)."""
     return sweep(EaseSource, [EaseConfig(l2=l2) for l2 in EASE_L2], split, valid_hist, items)
-
-
-def commit_of(paths: list[str]) -> str:
-    """HEAD, with -dirty when the files that produce these numbers have uncommitted changes."""
-    run = lambda *c: subprocess.run(c, capture_output=True, text=True, check=False).stdout.strip()  # noqa: E731
-    head = run("git", "rev-parse", "HEAD")
-    return head + ("-dirty" if run("git", "status", "--porcelain", "--", *paths) else "")
 
 
 def main() -> int:
@@ -250,7 +230,7 @@ def main() -> int:
     common = dict(
         dataset="ml-100k",
         dataset_sha256=data.sha256,
-        commit=commit_of(["retrieval", "bench/retrieval_eval.py"]),
+        commit=git_commit(paths=["retrieval", "bench/retrieval_eval.py"]),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         machine=f"cpu-{os.cpu_count()}core (shared with other jobs)",
         seed=args.seed,
@@ -284,7 +264,7 @@ def main() -> int:
             for name in SOURCES:
                 s = np.array([r[metric] for r in per_user[name]])
                 gain = methods["fusion"].setdefault("gain_vs", {}).setdefault(f"source-{name}", {})
-                gain[metric] = bootstrap(f, s, args.resamples, args.seed)
+                gain[metric] = list(paired_bootstrap(f, s, args.resamples, args.seed))
         methods["fusion"]["gain_vs_resamples"] = args.resamples
         result = {
             "protocol": "full",
@@ -352,7 +332,7 @@ def main() -> int:
         for name in SOURCES:
             s = np.array([r[metric] for r in c20[name]])
             gain = methods["fusion"].setdefault("gain_vs", {}).setdefault(f"source-{name}", {})
-            gain[metric] = bootstrap(f, s, args.resamples, args.seed)
+            gain[metric] = list(paired_bootstrap(f, s, args.resamples, args.seed))
     write(
         args.out / "cand20_retrieval.json",
         {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from reasonrec.errors import ConfigError
@@ -88,3 +89,35 @@ def test_calibration_error_by_hand():
         M.calibration([0.5], [])
     with pytest.raises(ConfigError, match="probabilities"):
         M.calibration([1.5], [True])
+
+
+def test_paired_bootstrap_interval_and_a_constant_difference():
+    from reasonrec.finetune.evaluation.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    a, b = rng.random(400), rng.random(400)
+    mean, lo, hi = paired_bootstrap(a, b, resamples=500, seed=3)
+    assert lo < mean < hi and mean == pytest.approx(float((a - b).mean()))
+    assert paired_bootstrap(b + 0.25, b, resamples=200) == pytest.approx((0.25, 0.25, 0.25))  # no spread
+    assert paired_bootstrap([], []) == (0.0, 0.0, 0.0)
+
+
+def test_git_commit_dirty_only_for_the_given_paths(tmp_path):
+    import subprocess
+
+    from reasonrec.finetune.evaluation.report import git_commit
+
+    git = lambda *c: subprocess.run(["git", "-C", str(tmp_path), *c], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    for folder in ("code", "other"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "f.txt").write_text("1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    head = git("rev-parse", "HEAD").stdout.decode().strip()
+    assert git_commit(tmp_path / "code") == head
+    (tmp_path / "other" / "f.txt").write_text("2\n")
+    # Paths are read from the repository root, wherever the call runs from.
+    assert git_commit(tmp_path / "code", paths=["code"]) == head
+    assert git_commit(tmp_path / "code", paths=["other"]) == head + "-dirty"
+    assert git_commit(tmp_path / "code") == head + "-dirty"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +95,17 @@ class EvalReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
-def git_commit(cwd: Path | None = None) -> str:
-    """`git rev-parse HEAD`, with "-dirty" when the tree has changes; "unknown" outside git."""
+def git_commit(cwd: Path | None = None, paths: Sequence[str] = ()) -> str:
+    """`git rev-parse HEAD`, with "-dirty" when the tree (or, given `paths` from the repository root, the
+    files that produce the numbers) has uncommitted changes; "unknown" outside git."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
+            ["git", "status", "--porcelain", "--", *(f":/{p}" for p in paths)],  # paths from the repository root
+            cwd=cwd, capture_output=True, text=True, timeout=30, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
