@@ -43,6 +43,13 @@ class UnknownSessionError(DataError):
     http_status = 404
 
 
+class SessionConflictError(DataError):
+    """A chat session took another turn while this one ran (a second server process answered a message to
+    it); this turn was not stored. Send the message again."""
+
+    http_status = 409
+
+
 class NotEnoughItemsError(DataError):
     """Fewer unseen items match (filter, exclusions, history) than the `k` asked for: valid, not satisfiable."""
 

@@ -11,7 +11,7 @@ import pytest
 
 from reasonrec.agent.chat.store import ChatConstraints, ChatTurn, SessionState, SessionStore
 from reasonrec.agent.chat.titles import ItemRef
-from reasonrec.errors import DataError, UnknownSessionError
+from reasonrec.errors import DataError, SessionConflictError, UnknownSessionError
 
 
 def add_turn(state: SessionState, text: str = "hello") -> ChatTurn:
@@ -90,9 +90,39 @@ def test_a_failed_save_leaves_the_previous_state(store):
     add_turn(fresh, "second")
     store.save(fresh)
     stale.turns = []
-    with pytest.raises(DataError, match="has 2 turns stored but this state only 0; load it again"):
+    with pytest.raises(DataError, match="has 2 turns stored but this state was loaded with 1.*load it again"):
         store.save(stale)
     assert len(store.load(state.id).turns) == 2
+
+
+def test_two_processes_answering_one_session_at_once_cannot_drop_a_turn(tmp_path):
+    """Two server workers (`serve --workers 2`) load the same session, each answers a message and saves.
+
+    Before the check, the later save kept its own state but found "turn 2" stored already, so its turn was
+    silently lost while its reply reached the user. Now it is refused (409) and nothing of it is written.
+    """
+    path = tmp_path / "sessions.sqlite3"
+    one, two = SessionStore(path), SessionStore(path)  # two connections, as two processes have
+    state = one.create(user_id="196")
+    add_turn(state, "first")
+    one.save(state)
+    a, b = one.load(state.id), two.load(state.id)
+    add_turn(a, "comedies")
+    a.liked = ["1"]
+    add_turn(b, "horror")
+    b.liked = ["2"]
+    one.save(a)
+    with pytest.raises(SessionConflictError, match="another message to it was answered meanwhile") as e:
+        two.save(b)
+    assert e.value.http_status == 409
+    stored = two.load(state.id)
+    assert [t.user_text for t in stored.turns] == ["first", "comedies"] and stored.liked == ["1"]
+    two.save(stored)  # loaded again, it saves: the check follows each save
+    add_turn(stored, "horror")
+    two.save(stored)
+    assert [t.user_text for t in one.load(state.id).turns] == ["first", "comedies", "horror"]
+    one.close()
+    two.close()
 
 
 def test_a_process_killed_mid_write_leaves_the_previous_state(store):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from reasonrec.agent.chat.titles import ItemRef
 from reasonrec.agent.schemas import Recommendations
@@ -103,6 +103,9 @@ class SessionState(BaseModel):
     turns: list[ChatTurn] = Field(default_factory=list, description="Every turn so far, oldest first.")
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
+    # Turns in the store when this state was loaded or last saved (None: never stored). `SessionStore.save`
+    # refuses the state when the store holds a different number by then: another process took a turn.
+    _stored_turns: int | None = PrivateAttr(default=None)
 
 
 class SessionSummary(BaseModel):

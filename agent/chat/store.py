@@ -34,7 +34,7 @@ from reasonrec.agent.chat.state import (
     constraints_where,
     describe_constraints,
 )
-from reasonrec.errors import ConfigError, DataError, UnknownSessionError
+from reasonrec.errors import ConfigError, DataError, SessionConflictError, UnknownSessionError
 
 _M = TypeVar("_M", bound=BaseModel)
 __all__ = [
@@ -125,14 +125,16 @@ class SessionStore:
             )
         state = self._parse(SessionState, row[0], session_id)
         state.turns = self.turns(session_id, turns_offset, turns_limit)
+        state._stored_turns = self._max_turn(self._conn(), session_id)
         return state
 
     def save(self, state: SessionState) -> None:
         """Write the state and its turns not stored yet in one transaction: all of it is stored, or nothing.
 
         Raises:
-            DataError: a turn belongs to another session, turn numbers are not 1, 2, 3, ..., or the state
-                is stale (more turns are stored than it holds).
+            DataError: a turn belongs to another session, or turn numbers are not 1, 2, 3, ...
+            SessionConflictError (a DataError, HTTP 409): the state is stale: the store holds another number
+                of turns than when it was loaded (another process answered a message meanwhile).
         """
         for i, turn in enumerate(state.turns, 1):
             if turn.session_id != state.id or turn.turn != i:
@@ -148,16 +150,18 @@ class SessionStore:
                 "updated_at = excluded.updated_at",
                 (state.id, state.user_id, payload, state.created_at, state.updated_at),
             )
-            stored = c.execute("SELECT COALESCE(MAX(turn), 0) FROM turns WHERE session_id = ?", (state.id,)).fetchone()[
-                0
-            ]
-            if stored > len(state.turns):  # another writer took turns since this state was loaded
-                raise DataError(
-                    f"session {state.id!r} has {stored} turns stored but this state only {len(state.turns)}; "
-                    "load it again before saving"
+            stored = self._max_turn(c, state.id)
+            expected = state._stored_turns
+            # Another writer took turns since this state was loaded: storing it would drop theirs or ours.
+            if stored > len(state.turns) or (expected is not None and stored != expected):
+                raise SessionConflictError(
+                    f"session {state.id!r} has {stored} turns stored but this state was loaded with "
+                    f"{len(state.turns) if expected is None else expected}: another message to it was answered "
+                    "meanwhile; load it again (send the message again)"
                 )
             for turn in state.turns[stored:]:
                 self._insert_turn(c, turn)
+        state._stored_turns = len(state.turns)
 
     def turns(self, session_id: str, offset: int = 0, limit: int | None = None) -> list[ChatTurn]:
         """A session's logged turns, oldest first: all of them, or `limit` from `offset` (0-based)."""
@@ -255,6 +259,11 @@ class SessionStore:
             return False
         row = self._conn().execute("SELECT updated_at FROM sessions WHERE id = ?", (str(session_id),)).fetchone()
         return row is not None and row[0] < self._cutoff()
+
+    @staticmethod
+    def _max_turn(c: sqlite3.Connection, session_id: str) -> int:
+        row = c.execute("SELECT COALESCE(MAX(turn), 0) FROM turns WHERE session_id = ?", (session_id,)).fetchone()
+        return int(row[0])
 
     def _insert_turn(self, c: sqlite3.Connection, turn: ChatTurn) -> None:
         c.execute(
