@@ -3,6 +3,7 @@
     reasonrec serve                                   # http://127.0.0.1:8000/ (chat), /docs (OpenAPI)
     reasonrec serve --mode scoring --port 8080 --sessions ./sessions.sqlite3 --max-queue 8
     reasonrec serve --session-idle-days 7            # chat sessions untouched for a week are deleted
+    reasonrec serve --mode scoring --workers 2       # two server processes (agent/interfaces/workers.py)
     python -m reasonrec.agent.interfaces.server --port 8080     # the same command
 
 Registered on the main CLI app in `reasonrec.agent.interfaces.cli`. To run it as a child process
@@ -65,6 +66,14 @@ def serve(
     threads: Annotated[
         int | None, typer.Option(min=1, help="torch CPU threads (1 is much faster on a machine busy with other work).")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes on the port, each with its own model (memory x N); for more throughput on "
+            "a machine with spare cores. Without --threads each gets cores / N torch threads.",
+        ),
+    ] = 1,
     config: ConfigOpt = None,
     model: ModelOpt = None,
     adapter: AdapterOpt = None,
@@ -78,17 +87,25 @@ def serve(
     """
     import uvicorn
 
-    from reasonrec.agent.interfaces.server import KEEP_ALIVE_S, create_app, warm_up
+    from reasonrec.agent.interfaces.server import UVICORN_OPTIONS, create_app, warm_up
+    from reasonrec.agent.interfaces.workers import claim_port, serve_workers
 
+    bound = claim_port(host, port)  # a taken port is a one-line error now, not after loading the model
     cfg = build_config(config, model, adapter, dataset, chroma_url, store, mode=mode, k=k)
     if threads is not None:
         cfg.model.num_threads = threads
     agent = make_agent(cfg)
-    ensure_index(agent)
-    with err_console.status("loading the model…"):
-        warm_up(agent)
+    ensure_index(agent)  # once, here: workers must not race to build the same index
     session_store = open_sessions(sessions, session_idle_days)
     session_store.purge()  # expired sessions go at start-up, then at most hourly
+    if workers > 1:
+        session_store.close()
+        del agent  # each worker loads its own
+        err_console.print(f"serving on http://{host}:{bound}/ with {workers} worker processes (API docs at /docs)")
+        serve_workers(cfg, session_store.path, session_store.idle_expiry_s, max_queue, host, bound, workers)
+        return
+    with err_console.status("loading the model…"):
+        warm_up(agent)
     api = create_app(agent, store=session_store, max_queue=max_queue)
-    err_console.print(f"serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops")
-    uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=KEEP_ALIVE_S)
+    err_console.print(f"serving on http://{host}:{bound}/ (API docs at /docs); Ctrl-C stops")
+    uvicorn.run(api, host=host, port=bound, **UVICORN_OPTIONS)

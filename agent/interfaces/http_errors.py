@@ -48,7 +48,8 @@ class ServerBusyError(ReasonRecError):
 _WHEN = {
     400: "A request that breaks a rule the schema cannot express, or a body that is not UTF-8 JSON.",
     404: "Unknown user, item, session or route.",
-    409: "Valid, not satisfiable: fewer unseen items match than `k`, or the body names an unknown item.",
+    409: "Valid, not satisfiable: fewer unseen items match than `k`, the body names an unknown item, or "
+    "another message to the chat session was answered meanwhile (send it again).",
     413: "The body is larger than the server's limit.",
     415: "The body is not JSON (send `content-type: application/json`).",
     422: "The body or a parameter does not match the schema.",

@@ -197,7 +197,8 @@ class Health(BaseModel):
     model_id: str | None
     mode: str
     pending: int = Field(description="Model jobs running or waiting now.")
-    capacity: int = Field(description="Jobs admitted at once (1 running + max_queue waiting); more get 429.")
+    capacity: int = Field(description="Jobs admitted at once (1 running + max_queue waiting) per worker; more get 429.")
+    pid: int = Field(description="The server process that answered (one of several with `serve --workers`).")
 
 
 class SessionPage(BaseModel):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 # uvicorn's default keep-alive (5 s) equals httpx's idle expiry: a client reusing a connection just as the
 # server closes it gets a dropped request. A longer server-side keep-alive makes that race rare.
 KEEP_ALIVE_S = 30
+UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False, "timeout_keep_alive": KEEP_ALIVE_S}
 T = TypeVar("T")
 
 
@@ -198,6 +200,7 @@ def _add_recommend_routes(app: FastAPI, agent: RecommenderAgent, gate: ModelGate
             mode=agent.config.ranker.mode,
             pending=gate.pending,
             capacity=gate.capacity,
+            pid=os.getpid(),
         )
 
     @app.post(
