@@ -87,3 +87,20 @@ def test_a_taken_port_is_one_line_before_anything_loads(tmp_path):
             assert f"cannot serve on 127.0.0.1:{port}" in r.stderr and "choose another --port" in r.stderr
             assert "Traceback" not in r.stderr + r.stdout
             assert time.monotonic() - t0 < 30  # found before the dataset, the store or a model loads
+
+
+def test_a_crashed_worker_is_replaced_and_a_failing_start_ends_the_server(tmp_path):
+    args = ["--mode", "scoring", "--workers", "2", "--sessions", str(tmp_path / "s.sqlite3")]
+    with ServerProcess(args, startup_timeout_s=600, log=tmp_path / "serve.log") as srv:
+        pids = worker_pids(srv.url, 2)
+        victim = sorted(pids)[0]
+        os.kill(victim, 9)  # a crash after start-up
+        now = worker_pids(srv.url, 2)  # the replacement answers beside the survivor
+        assert victim not in now and len(now - pids) == 1 and srv.proc.poll() is None
+    # A worker that cannot start (here: an adapter folder that does not exist, found only when the model
+    # loads in the worker) would fail again on every restart: the server stops with one line instead.
+    bad = ["--mode", "hybrid", "--adapter", str(tmp_path / "no-such-adapter"), "--workers", "2", "--port", "0"]
+    cmd = [sys.executable, "-m", "reasonrec.agent.interfaces.server", *bad, "--sessions", str(tmp_path / "b.sqlite3")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode != 0 and "a server worker exited with code 2 while starting" in r.stderr, r.stderr[-2000:]
+    assert "has no adapter_config.json" in r.stderr and "Traceback" not in r.stderr

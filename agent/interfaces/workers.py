@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from reasonrec.agent.interfaces.server import UVICORN_OPTIONS
-from reasonrec.errors import ConfigError
+from reasonrec.errors import ConfigError, ReasonRecError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 SPEC_ENV = "REASONREC_SERVE_WORKER_SPEC"  # how the parent hands each spawned worker its settings
 _PARENT_POLL_S = 1.0
-_STARTUP_GRACE_S = 120.0  # a worker that exits sooner failed to start (bad model, adapter, memory)
 
 
 class WorkerSpec(BaseModel):
@@ -110,25 +109,26 @@ def claim_port(host: str, port: int) -> int:
 
 
 def _supervise(host: str, port: int, workers: int) -> None:
-    """Start the workers, replace one that dies later, stop them all on SIGINT/SIGTERM."""
+    """Start the workers, replace one that dies after it served, stop them all on SIGINT/SIGTERM."""
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch threads
 
-    def start() -> tuple[Any, float]:
-        p = ctx.Process(target=_worker_main, args=(host, port), name="reasonrec-worker", daemon=False)
+    def start() -> tuple[Any, Any]:
+        ready = ctx.Event()  # set by the worker once its app is built (`worker_app`)
+        p = ctx.Process(target=_worker_main, args=(host, port, ready), name="reasonrec-worker", daemon=False)
         p.start()
-        return p, time.monotonic()
+        return p, ready
 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     procs = [start() for _ in range(workers)]
     try:
         while not stop.wait(0.5):
-            for n, (p, t0) in enumerate(procs):
+            for n, (p, ready) in enumerate(procs):
                 if p.is_alive():
                     continue
-                if time.monotonic() - t0 < _STARTUP_GRACE_S:  # a start-up failure would only repeat itself
+                if not ready.is_set():  # it failed while starting (model, adapter, memory): it would only repeat
                     raise ConfigError(f"a server worker exited with code {p.exitcode} while starting (see above)")
-                procs[n] = start()  # a worker that crashed later is replaced, as uvicorn's supervisor does
+                procs[n] = start()  # one that crashed after start-up is replaced, as uvicorn's supervisor does
     finally:
         for p, _ in procs:
             if p.is_alive():
@@ -141,10 +141,15 @@ def _supervise(host: str, port: int, workers: int) -> None:
             signal.signal(sig, handler)
 
 
-def _worker_main(host: str, port: int) -> None:
+_ready: Any = None  # this worker's start-up event (`_worker_main` sets it for `worker_app`)
+
+
+def _worker_main(host: str, port: int, ready: Any) -> None:
     """One worker process: its own SO_REUSEPORT socket on the shared port, uvicorn on it."""
     import uvicorn
 
+    global _ready
+    _ready = ready
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -168,10 +173,17 @@ def worker_app() -> FastAPI:
     spec = WorkerSpec.model_validate_json(raw)
     quiet_libraries()
     _stop_with_parent(spec.parent_pid)
-    agent = RecommenderAgent(AgentConfig.model_validate(spec.config))
-    warm_up(agent)
-    store = SessionStore(spec.sessions, idle_expiry_s=spec.idle_expiry_s)
-    return create_app(agent, store=store, max_queue=spec.max_queue)
+    try:
+        agent = RecommenderAgent(AgentConfig.model_validate(spec.config))
+        warm_up(agent)
+        store = SessionStore(spec.sessions, idle_expiry_s=spec.idle_expiry_s)
+        app = create_app(agent, store=store, max_queue=spec.max_queue)
+    except ReasonRecError as e:  # a user's mistake (a bad adapter, model or file): one line, as the CLI prints it
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None  # not an Exception: uvicorn would log it with a traceback
+    if _ready is not None:  # None under uvicorn's own supervisor (not Linux)
+        _ready.set()
+    return app
 
 
 def _stop_with_parent(parent_pid: int) -> None:
