@@ -11,9 +11,9 @@ and the measured runs hand their request to it, once it answers) and in-process 
 what a script gets). The server figures come from one `reasonrec serve` per mode on 127.0.0.1:
 - default mode, 1 client: chat turns through the streaming endpoint, time to the first `cards` event and
   to `done` (the complete answer), p50 over `--turns` messages;
-- scoring mode: `--single` requests one at a time (half before, half after), and `--requests` from
-  `--clients` concurrent clients (bench/load_test.py) in the same server run: their throughput ratio is
-  what micro-batching buys.
+- scoring mode, once per `--workers` count (default 1 and 2, `serve --workers`): `--single` requests one at
+  a time (half before, half after), and `--requests` from `--clients` concurrent clients
+  (bench/load_test.py) in the same server run: their throughput ratio is what concurrency buys there.
 The format is `bench/results/speed_cpu.json` in ../shared/protocols.md, plus the load average.
 """
 
@@ -105,34 +105,55 @@ async def chat_turns(url: str, turns: int) -> dict[str, float]:
             "n": turns, "runs_ms": [round(d) for d in done]}  # fmt: skip
 
 
-def server_args(mode: str, threads: int | None, tmp: Path, max_queue: int) -> list[str]:
+def server_args(mode: str, threads: int | None, tmp: Path, max_queue: int, workers: int = 1) -> list[str]:
     args = ["--mode", mode, "--max-queue", str(max_queue), "--sessions", str(tmp / f"{mode}.sqlite3")]
+    args += ["--workers", str(workers)] if workers > 1 else []
     return args + (["--threads", str(threads)] if threads else [])
 
 
-def measure_server(a: argparse.Namespace, tmp: Path, users: list[str]) -> tuple[dict, dict]:
+def measure_server(a: argparse.Namespace, tmp: Path, users: list[str]) -> tuple[dict, dict[str, dict]]:
     from _server import ServerProcess
-    from load_test import run_load
 
     with ServerProcess(server_args("hybrid", a.threads, tmp, 8), startup_timeout_s=900) as srv:
         chat = asyncio.run(chat_turns(srv.url, a.turns))
-    with ServerProcess(server_args("scoring", a.threads, tmp, a.clients), startup_timeout_s=900) as srv:
-        asyncio.run(run_load(srv.url, users, 4, 1, seed=99))  # warm-up: first forward passes, allocator
+    by_workers = {str(w): measure_scoring(a, tmp, users, w) for w in a.workers}
+    return chat, by_workers
+
+
+def measure_scoring(a: argparse.Namespace, tmp: Path, users: list[str], workers: int) -> dict:
+    """One scoring server with `workers` processes: one at a time, then `--clients` at once, in that run."""
+    from _server import ServerProcess
+    from load_test import run_load
+
+    with ServerProcess(server_args("scoring", a.threads, tmp, a.clients, workers), startup_timeout_s=900) as srv:
+        wait_for_workers(srv.url, workers)  # else the first worker alone takes the early connections
+        asyncio.run(run_load(srv.url, users, 4 * workers, workers, seed=99))  # warm-up: first requests, allocator
         # One-at-a-time before and after the concurrent phase: the machine's load drifts during a run.
         singles = [asyncio.run(run_load(srv.url, users, a.single // 2, 1, seed=1))]
         many = asyncio.run(run_load(srv.url, users, a.requests, a.clients, seed=2))
         singles.append(asyncio.run(run_load(srv.url, users, a.single - a.single // 2, 1, seed=3)))
     single_rps = sum(s.answered for s in singles) / sum(s.wall_s for s in singles)
-    errors = many.requests - many.answered
-    server = {
-        "clients": a.clients, "requests": many.requests, "mode": "scoring",
+    return {
+        "workers": workers, "clients": a.clients, "requests": many.requests, "mode": "scoring",
         "throughput_rps": round(many.throughput_rps, 3), "one_at_a_time_rps": round(single_rps, 3),
         "ratio": round(many.throughput_rps / single_rps, 2) if single_rps else None,
         "p50_ms": round(many.latency_ms.get("p50", 0.0)), "p99_ms": round(many.latency_ms.get("p99", 0.0)),
-        "one_at_a_time_rps_before_after": [round(s.throughput_rps, 3) for s in singles], "errors": errors,
-        "status_counts": many.status_counts,
+        "one_at_a_time_rps_before_after": [round(s.throughput_rps, 3) for s in singles],
+        "errors": many.requests - many.answered, "status_counts": many.status_counts,
     }  # fmt: skip
-    return chat, server
+
+
+def wait_for_workers(url: str, workers: int, timeout_s: float = 300) -> None:
+    """Until `workers` distinct processes answered /healthz (a new connection each time)."""
+    import httpx
+
+    pids: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(pids) < workers and time.monotonic() < deadline:
+        with httpx.Client(timeout=30) as c:
+            pids.add(c.get(f"{url}/healthz").json()["pid"])
+    if len(pids) < workers:
+        raise SystemExit(f"only {len(pids)} of {workers} server workers answered within {timeout_s:.0f} s")
 
 
 def torch_default_threads() -> int:
@@ -157,6 +178,10 @@ def main() -> None:
     p.add_argument("--single", type=int, default=16, help="One-at-a-time requests (scoring server).")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=80)
+    p.add_argument(
+        "--workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+        help="Scoring servers to measure, by `serve --workers` (comma-separated); `server` is the first.",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
 
@@ -180,8 +205,9 @@ def main() -> None:
                 result[f"{prefix}_s"] = {m: v["runs"] for m, v in runs.items()}
                 result[f"{prefix}_load_1m"] = {m: v["load_1m"] for m, v in runs.items()}
         if a.only in ("server", "all"):
-            chat, server = measure_server(a, tmp, load_ml100k().users())
-            result["chat_turn_ms"], result["server"] = chat, server
+            chat, by_workers = measure_server(a, tmp, load_ml100k().users())
+            result["chat_turn_ms"], result["server"] = chat, by_workers[str(a.workers[0])]
+            result["server_by_workers"] = by_workers
     result.update(
         commit=git_commit(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         machine=default_machine(), torch_threads=a.threads or f"default ({torch_default_threads()})",
