@@ -153,6 +153,17 @@ class CandidateGenerator:
                 self._vectors.update(zip(to_embed, vecs, strict=True))
         return {i: self._vectors[i] for i in ids}
 
+    def preload(self, max_items: int) -> int:
+        """Read every stored vector now when the store holds at most `max_items`; returns how many were read.
+
+        Why: a long-running server otherwise pays a store read for the history items of each user the first
+        time that user asks (in a fresh server ~3.6 ms of a ~32 ms scoring request went to them), while a
+        small catalogue's vectors are a few MB (ML-100K: 1,682 x 384 float32, 2.6 MB).
+        """
+        if self.store.count() > max_items:
+            return 0
+        return len(self.vectors(self.store.ids()))
+
     def stored_matrix(self) -> tuple[list[str], np.ndarray]:
         """(every stored item id, their unit vectors stacked in that order), read once and kept: what its
         `candidates` can return, scored in one product (retrieval/ranks.py) without a store read per call."""

@@ -100,3 +100,26 @@ def test_items_not_in_the_store_are_embedded_from_the_catalogue(
 def test_errors(generator, history, kwargs, error, match):
     with pytest.raises(error, match=match):
         generator.candidates(history, **{"n": 5, **kwargs})
+
+
+def test_preload_reads_every_vector_once_and_changes_no_candidate(indexed_store, embedder, ml100k, retrieval_config):
+    cold = CandidateGenerator(indexed_store, embedder, ml100k.items, retrieval_config)
+    warm = CandidateGenerator(indexed_store, embedder, ml100k.items, retrieval_config)
+    reads: list[int] = []
+    real = indexed_store.embeddings
+
+    def counted(ids):  # the real store, only counted: which requests still read vectors from it
+        ids = list(ids)
+        reads.append(len(ids))
+        return real(ids)
+
+    assert warm.preload(max_items=indexed_store.count() - 1) == 0  # too big a catalogue: nothing read
+    assert warm.preload(max_items=indexed_store.count()) == indexed_store.count() == len(ml100k.items)
+    indexed_store.embeddings = counted
+    try:
+        for user in ("196", "1", "500"):
+            history = ml100k.history(user)
+            assert warm.candidates(history, n=20) == cold.candidates(history, n=20)
+    finally:
+        del indexed_store.embeddings
+    assert len(reads) == 3  # every one from the generator that did not preload

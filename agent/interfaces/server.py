@@ -56,6 +56,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 # uvicorn's default keep-alive (5 s) equals httpx's idle expiry: a client reusing a connection just as the
 # server closes it gets a dropped request. A longer server-side keep-alive makes that race rare.
 KEEP_ALIVE_S = 30
+PRELOAD_VECTORS_MAX = 50_000  # items whose vectors a server reads at start-up (384 dims: ~77 MB at most)
 UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False, "timeout_keep_alive": KEEP_ALIVE_S}
 T = TypeVar("T")
 
@@ -285,10 +286,15 @@ def docs_assets_dir() -> Path | None:
 def warm_up(agent: RecommenderAgent) -> None:
     """Load the dataset, the Chroma store (indexing only what is missing) and the model now.
 
-    Why: otherwise the first request pays 10-30 s and may time out its client.
+    Why: otherwise the first request pays 10-30 s and may time out its client. A catalogue of at most
+    `PRELOAD_VECTORS_MAX` items also has its item vectors read now, once (`CandidateGenerator.preload`).
     """
+    from reasonrec.retrieval import CandidateGenerator
+
     for source in getattr(agent.candidate_source, "sources", {}).values():
-        getattr(source, "source", None)  # a LazySource (the semantic one) opens Chroma now
+        inner = getattr(source, "source", None)  # a LazySource (the semantic one) opens Chroma now
+        if isinstance(inner, CandidateGenerator):
+            inner.preload(PRELOAD_VECTORS_MAX)
     _ = agent.ranker
     agent.setup_clock.take()  # paid at start-up, not by the first request: its setup_ms stays 0
 
