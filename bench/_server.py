@@ -80,6 +80,18 @@ class ServerProcess:
             raise ConfigError("the server process has not been started; call start() first")
         return self.proc.pid
 
+    def worker_pids(self, want: int = 1, timeout_s: float = 300) -> set[int]:
+        """Pids answering /healthz, each on a new connection (the kernel picks a worker per connection),
+        until `want` distinct ones answered or `timeout_s` passed (`serve --workers` starts them one by one)."""
+        import httpx
+
+        pids: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(pids) < want and time.monotonic() < deadline:
+            with httpx.Client(timeout=30) as c:
+                pids.add(c.get(f"{self.url}/healthz").json()["pid"])
+        return pids
+
     def peak_rss_mb(self) -> float | None:
         """The process's peak resident memory (Linux VmHWM), or None where /proc is unavailable."""
         try:

@@ -126,7 +126,8 @@ def measure_scoring(a: argparse.Namespace, tmp: Path, users: list[str], workers:
     from load_test import run_load
 
     with ServerProcess(server_args("scoring", a.threads, tmp, a.clients, workers), startup_timeout_s=900) as srv:
-        wait_for_workers(srv.url, workers)  # else the first worker alone takes the early connections
+        if len(srv.worker_pids(workers)) < workers:  # else the first worker alone takes the early connections
+            raise SystemExit(f"not all {workers} server workers answered within 300 s")
         asyncio.run(run_load(srv.url, users, 4 * workers, workers, seed=99))  # warm-up: first requests, allocator
         # One-at-a-time before and after the concurrent phase: the machine's load drifts during a run.
         singles = [asyncio.run(run_load(srv.url, users, a.single // 2, 1, seed=1))]
@@ -141,19 +142,6 @@ def measure_scoring(a: argparse.Namespace, tmp: Path, users: list[str], workers:
         "one_at_a_time_rps_before_after": [round(s.throughput_rps, 3) for s in singles],
         "errors": many.requests - many.answered, "status_counts": many.status_counts,
     }  # fmt: skip
-
-
-def wait_for_workers(url: str, workers: int, timeout_s: float = 300) -> None:
-    """Until `workers` distinct processes answered /healthz (a new connection each time)."""
-    import httpx
-
-    pids: set[int] = set()
-    deadline = time.monotonic() + timeout_s
-    while len(pids) < workers and time.monotonic() < deadline:
-        with httpx.Client(timeout=30) as c:
-            pids.add(c.get(f"{url}/healthz").json()["pid"])
-    if len(pids) < workers:
-        raise SystemExit(f"only {len(pids)} of {workers} server workers answered within {timeout_s:.0f} s")
 
 
 def torch_default_threads() -> int:

@@ -30,23 +30,13 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def worker_pids(url: str, want: int, timeout_s: float = 180) -> set[int]:
-    """Pids answering /healthz on fresh connections until `want` distinct ones answered."""
-    pids: set[int] = set()
-    deadline = time.monotonic() + timeout_s
-    while len(pids) < want and time.monotonic() < deadline:
-        with httpx.Client(timeout=30) as c:  # a new connection each time: the kernel picks a worker per connection
-            pids.add(c.get(f"{url}/healthz").json()["pid"])
-    return pids
-
-
 def test_two_workers_answer_share_sessions_and_stop_with_the_supervisor(tmp_path):
     srv = ServerProcess(
         ["--mode", "scoring", "--workers", "2", "--sessions", str(tmp_path / "s.sqlite3")],
         startup_timeout_s=600, log=tmp_path / "serve.log",
     )  # fmt: skip
     with srv:
-        pids = worker_pids(srv.url, 2)
+        pids = srv.worker_pids(2)
         assert len(pids) == 2 and srv.pid not in pids, f"only {pids} answered; log: {srv.log}"
         # Sixteen clients connecting at once: both workers get connections (SO_REUSEPORT spreads them by hash;
         # one shared socket gave all of them to one worker in 1 of 5 runs).
@@ -92,10 +82,10 @@ def test_a_taken_port_is_one_line_before_anything_loads(tmp_path):
 def test_a_crashed_worker_is_replaced_and_a_failing_start_ends_the_server(tmp_path):
     args = ["--mode", "scoring", "--workers", "2", "--sessions", str(tmp_path / "s.sqlite3")]
     with ServerProcess(args, startup_timeout_s=600, log=tmp_path / "serve.log") as srv:
-        pids = worker_pids(srv.url, 2)
+        pids = srv.worker_pids(2)
         victim = sorted(pids)[0]
         os.kill(victim, 9)  # a crash after start-up
-        now = worker_pids(srv.url, 2)  # the replacement answers beside the survivor
+        now = srv.worker_pids(2)  # the replacement answers beside the survivor
         assert victim not in now and len(now - pids) == 1 and srv.proc.poll() is None
     # A worker that cannot start (here: an adapter folder that does not exist, found only when the model
     # loads in the worker) would fail again on every restart: the server stops with one line instead.

@@ -125,7 +125,9 @@ class SessionStore:
             )
         state = self._parse(SessionState, row[0], session_id)
         state.turns = self.turns(session_id, turns_offset, turns_limit)
-        state._stored_turns = self._max_turn(self._conn(), session_id)
+        # Turns are stored numbered 1..n (`save` checks it): a whole list's length is the stored count.
+        whole = turns_offset == 0 and turns_limit is None
+        state._stored_turns = len(state.turns) if whole else self._max_turn(self._conn(), session_id)
         return state
 
     def save(self, state: SessionState) -> None:

@@ -3,8 +3,11 @@
 Why: one server process runs the model and the retrieval on one thread (`ModelGate`), and what a
 scoring request costs is Python (fusion, the reasons built from facts and their checks) under the GIL,
 so on a machine with more cores a single process stops at one core however many clients wait. With
-`--workers N` uvicorn binds the port once and starts N processes; the kernel hands each new connection
-to one of them. Each worker is a whole `create_app`: its own agent (dataset, Chroma client, model), its
+`--workers N` there are N processes on the port. On Linux each binds it with `SO_REUSEPORT`, so the
+kernel spreads new connections over them by a hash (uvicorn's own `--workers` shares one listening
+socket, and asyncio's accept loop takes every connection waiting when it wakes: 8 clients connecting at
+once all landed on one worker in 1 of 5 runs). Elsewhere uvicorn's supervisor serves them on one shared
+socket. Each worker is a whole `create_app`: its own agent (dataset, Chroma client, model), its
 own gate and micro-batcher (so `--max-queue` applies per worker) and its own connection to the shared
 SQLite session store.
 
@@ -60,7 +63,7 @@ def worker_threads(cfg: AgentConfig, workers: int) -> int | None:
     Why: N workers each using torch's default (every core) would oversubscribe the CPU N times over when
     they run the model at once; a number the user set is kept as given.
     """
-    if cfg.model.num_threads is not None or workers == 1:
+    if cfg.model.num_threads is not None:
         return cfg.model.num_threads
     return max(1, (os.cpu_count() or 1) // workers)
 
@@ -68,11 +71,11 @@ def worker_threads(cfg: AgentConfig, workers: int) -> int | None:
 def serve_workers(
     cfg: AgentConfig, sessions: Path, idle_expiry_s: float | None, max_queue: int, host: str, port: int, workers: int
 ) -> None:
-    """Run `workers` server processes on host:port until Ctrl-C / SIGTERM.
+    """Run `workers` server processes on host:port (already checked by `claim_port`) until Ctrl-C / SIGTERM.
 
     Raises:
-        ConfigError: workers < 2, the port is taken, or a worker failed while starting (its error is
-            printed above by the worker itself).
+        ConfigError: workers < 2, or a worker failed while starting (its error is printed above by the
+            worker itself).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 2:
         raise ConfigError(f"`workers` must be an integer >= 2 here, got {workers!r}")
@@ -84,7 +87,7 @@ def serve_workers(
     )  # fmt: skip
     os.environ[SPEC_ENV] = spec.model_dump_json()  # spawned workers inherit the environment
     if sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT"):
-        _supervise(host, claim_port(host, port), workers)
+        _supervise(host, port, workers)
     else:
         import uvicorn
 
@@ -98,14 +101,18 @@ def claim_port(host: str, port: int) -> int:
     older server still running there would take half of the connections; and a taken port is then found
     before the model loads.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with _tcp_socket(host) as s:
         try:
             s.bind((host, port))
         except OSError as e:
             raise ConfigError(f"cannot serve on {host}:{port}: {e.strerror}; choose another --port") from None
         return int(s.getsockname()[1])
+
+
+def _tcp_socket(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
 
 
 def _supervise(host: str, port: int, workers: int) -> None:
@@ -150,9 +157,7 @@ def _worker_main(host: str, port: int, ready: Any) -> None:
 
     global _ready
     _ready = ready
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = _tcp_socket(host)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     config = uvicorn.Config(f"{__name__}:worker_app", factory=True, host=host, port=port, **UVICORN_OPTIONS)
