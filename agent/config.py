@@ -122,6 +122,12 @@ class RankerConfig(_Section):
         "continues from ('Like <closest history title>, it' or 'A <genre> <domain>'), so that reasons name "
         "something checkable.",
     )
+    lookup_decoding: bool = Field(
+        True,
+        description="Hybrid reasons, greedy: guess the next tokens from each row's prompt and check them in "
+        "one forward pass (agent/model/lookup.py); the same tokens as plain greedy decoding up to float "
+        "rounding, in fewer model calls.",
+    )
     k: PositiveInt = Field(10, description="Default number of recommendations.")
     max_new_tokens: int = Field(
         0, description="Cap on generated tokens; 0 = derived from k and prompt.max_reason_words."

@@ -93,6 +93,14 @@ class BufferedLayer(_layer_base()):  # type: ignore[misc]
         self._view = self.keys
         return self.keys, self.values
 
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` positions, in the same buffer: the next `update` writes over the rest
+        (a decoding step's rejected guesses, agent/model/lookup.py), with no copy."""
+        if self.keys is not None and self.keys.shape[-2] > length:
+            self.keys, self.values = self.keys[:, :, :length], self.values[:, :, :length]
+            if "_view" in self.__dict__:
+                self._view = self.keys
+
     def reset(self) -> None:
         self.__dict__.pop("_buf", None)
         self.__dict__.pop("_view", None)

@@ -12,6 +12,7 @@ import re
 import time
 from typing import Any
 
+from reasonrec.agent.model.lookup import can_decode, greedy_lookup
 from reasonrec.agent.ranking.evidence import ItemEvidence, for_request, request_data
 from reasonrec.agent.ranking.faithful import FaithfulLogitsProcessor, Trie, row_facts
 from reasonrec.agent.ranking.prefix import SharedPrefix, cache_field
@@ -33,6 +34,7 @@ class HybridRanker(ScoringRanker):
     mode = "hybrid"
     _reason_prefix: SharedPrefix | None = None  # the reason prompts' common prefix (one user's history)
     _first_pass: tuple[dict[str, Any], Any, int] | None = None  # the batch's first `generate`: inputs, cache, length
+    decoding_calls = 0  # model calls spent writing reasons (lookup.py's guesses save some), for benchmarks
 
     def forget_prefixes(self) -> None:
         super().forget_prefixes()
@@ -148,14 +150,24 @@ class HybridRanker(ScoringRanker):
         # a streaming client sees each reason grow token by token (nothing is done without one)
         rows = [(req, item.id, o) for (req, item, _), o in zip(jobs, openers, strict=True)]
         progress = reason_criteria(tok, prompt_len, rows)
-        with torch.inference_mode():
-            out = self.lm.model.generate(
-                **enc, max_new_tokens=max_new, stopping_criteria=[stop, *progress], pad_token_id=tok.pad_token_id,
-                logits_processor=LogitsProcessorList(processors), return_dict_in_generate=True, **sampling,
+        if t == 0 and self.config.ranker.lookup_decoding and can_decode(enc, cache_field()):
+            out = greedy_lookup(
+                self.lm.model, enc, cache_key=cache_field(), max_new_tokens=max_new, processors=processors,
+                criteria=[stop, *progress], pad_id=tok.pad_token_id, eos_ids=_eos_ids(self.lm.model, tok),
             )  # fmt: skip
-        seqs = out.sequences
+            seqs, cache = out.sequences, out.cache
+            self.decoding_calls += out.forwards
+        else:
+            with torch.inference_mode():
+                out = self.lm.model.generate(
+                    **enc, max_new_tokens=max_new, stopping_criteria=[stop, *progress],
+                    pad_token_id=tok.pad_token_id, logits_processor=LogitsProcessorList(processors),
+                    return_dict_in_generate=True, **sampling,
+                )  # fmt: skip
+            seqs, cache = out.sequences, getattr(out, cache_field(), None)
+            self.decoding_calls += seqs.shape[1] - prompt_len  # the prompt (its first token), then one a token
         if retry is None:
-            self._first_pass = (enc, getattr(out, cache_field(), None), prompt_len)
+            self._first_pass = (enc, cache, prompt_len)
         texts = tok.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
         tokens = [reason_tokens(row, tok) for row in seqs[:, prompt_len:].tolist()]
         # The opener is part of the reason: the model wrote the rest of the sentence from it.
@@ -181,6 +193,13 @@ class HybridRanker(ScoringRanker):
             "attention_mask": enc["attention_mask"][idx],
             cache_field(): filled(self.lm.model, kv),
         }
+
+
+def _eos_ids(model: Any, tok: Any) -> set[int]:
+    """The tokens `generate` would end a row on (the generation config's, else the tokenizer's)."""
+    cfg = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = cfg if isinstance(cfg, list) else [cfg] if cfg is not None else [tok.eos_token_id]
+    return {int(i) for i in ids if i is not None}
 
 
 class _ReasonStop:
