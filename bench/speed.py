@@ -62,7 +62,7 @@ def wait_for_daemons(env: dict[str, str], timeout: float = 600) -> None:
 
 def measure_cli(tmp: Path, a: argparse.Namespace, env: dict[str, str]) -> dict[str, dict]:
     """recommend (scoring, default mode) and demo, each `timed_cli` under `env`."""
-    scoring, default = write_config(tmp, "scoring", a.threads), write_config(tmp, None, a.threads)
+    scoring, default = write_config(tmp, "scoring", a), write_config(tmp, None, a)
     rec = ["recommend", "--user", "196", "-k", "5", "--config"]
     configs = (("scoring", scoring), ("hybrid", default))  # hybrid: the default mode
     out = {mode: timed_cli([*rec, str(cfg)], a.repeats, env) for mode, cfg in configs}
@@ -70,13 +70,14 @@ def measure_cli(tmp: Path, a: argparse.Namespace, env: dict[str, str]) -> dict[s
     return out
 
 
-def write_config(folder: Path, mode: str | None, threads: int | None) -> Path:
+def write_config(folder: Path, mode: str | None, a: argparse.Namespace) -> Path:
+    """The config file of one figure: `--config-json`'s sections, plus the threads and mode it needs."""
     path = folder / f"speed-{mode or 'default'}.json"
-    cfg: dict[str, dict[str, object]] = {}
-    if threads:
-        cfg["model"] = {"num_threads": threads}
+    cfg: dict[str, dict[str, object]] = {k: dict(v) for k, v in a.config_json.items()}
+    if a.threads:
+        cfg.setdefault("model", {})["num_threads"] = a.threads
     if mode:
-        cfg["ranker"] = {"mode": mode}
+        cfg.setdefault("ranker", {})["mode"] = mode
     path.write_text(json.dumps(cfg))
     return path
 
@@ -114,7 +115,8 @@ def server_args(mode: str, threads: int | None, tmp: Path, max_queue: int, worke
 def measure_server(a: argparse.Namespace, tmp: Path, users: list[str]) -> tuple[dict, dict[str, dict]]:
     from _server import ServerProcess
 
-    with ServerProcess(server_args("hybrid", a.threads, tmp, 8), startup_timeout_s=900) as srv:
+    args = server_args("hybrid", a.threads, tmp, 8) + ["--config", str(write_config(tmp, "hybrid", a))]
+    with ServerProcess(args, startup_timeout_s=900) as srv:
         chat = asyncio.run(chat_turns(srv.url, a.turns))
     by_workers = {str(w): measure_scoring(a, tmp, users, w) for w in a.workers}
     return chat, by_workers
@@ -170,6 +172,10 @@ def main() -> None:
         "--workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
         help="Scoring servers to measure, by `serve --workers` (comma-separated); `server` is the first.",
     )  # fmt: skip
+    p.add_argument(
+        "--config-json", type=json.loads, default={},
+        help='AgentConfig sections every figure runs with, e.g. \'{"ranker": {"lookup_decoding": false}}\'.',
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
 
@@ -201,6 +207,8 @@ def main() -> None:
         machine=default_machine(), torch_threads=a.threads or f"default ({torch_default_threads()})",
         load_avg_1m={"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
     )  # fmt: skip
+    if a.config_json:
+        result["config_json"] = a.config_json
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
