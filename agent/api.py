@@ -19,14 +19,22 @@ from typing import TYPE_CHECKING, Any
 
 from reasonrec.agent.candidates import ranking_features
 from reasonrec.agent.config import AgentConfig
-from reasonrec.agent.inputs import check_argument_types, check_collection, fit_prompt_history, load_dataset_spec
+from reasonrec.agent.inputs import (
+    check_argument_types,
+    check_collection,
+    check_k,
+    fit_prompt_history,
+    load_dataset_spec,
+    new_request,
+    resolve_history,
+)
 from reasonrec.agent.model.lazy import LazyModel
 from reasonrec.agent.model.loading import LoadedModel
 from reasonrec.agent.ranking.registry import Ranker, make_ranker, may_skip_model, needs_model
 from reasonrec.agent.ranking.request import RankRequest
 from reasonrec.agent.schemas import Recommendations
 from reasonrec.agent.timing import SetupClock, paused_gc, split_timings
-from reasonrec.errors import ConfigError, DataError, NotEnoughItemsError, UnknownItemError
+from reasonrec.errors import ConfigError, NotEnoughItemsError
 from reasonrec.retrieval.candidates import CandidateSource
 from reasonrec.retrieval.types import Dataset, Item
 
@@ -225,7 +233,7 @@ class RecommenderAgent:
         reqs = []
         for uid, hist, q in zip(user_ids, histories, queries, strict=True):
             t0, setup0 = time.perf_counter(), self.setup_clock.ms
-            hist_ids = self._resolve_history(uid, hist, q)
+            hist_ids = resolve_history(self.dataset, uid, hist, q)
             n_cand = max(self.config.retrieval.n_candidates, k)
             source = self.candidate_source
             cands = source.candidates(hist_ids, n_cand, query=q, where=where, exclude=frozenset(exclude))
@@ -298,39 +306,14 @@ class RecommenderAgent:
 
     # ---- helpers ------------------------------------------------------------------------------
     def _check_k(self, k: int | None) -> int:
-        k = self.config.ranker.k if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"`k` must be an integer >= 1, got {k!r}")
-        return k
-
-    def _resolve_history(self, user_id: Any, history: Sequence[str] | None, query: str | None) -> list[str]:
-        if history is not None:
-            hist = [str(h) for h in history]
-        elif user_id is not None:
-            hist = self.dataset.history(str(user_id))
-        else:
-            hist = []
-        if not hist and not (query and query.strip()):
-            raise DataError("give a `user_id`, a non-empty `history`, or a `query` (a new user needs a request)")
-        return hist
+        return check_k(self.config.ranker.k if k is None else k)
 
     def _request(self, hist: list[str], cands: list[str], k: int, query: str | None, uid: Any) -> RankRequest:
         """A validated request without retrieval features, its history cut to the model's context."""
         return self._fit_history(self._new_request(hist, cands, k, query, uid))
 
     def _new_request(self, hist: list[str], cands: list[str], k: int, query: str | None, uid: Any) -> RankRequest:
-        missing = [i for i in [*hist, *cands] if i not in self.items]
-        if missing:
-            raise UnknownItemError(f"unknown item id(s) {missing[:5]} (not in catalogue {self.dataset.name!r})")
-        if len(set(cands)) != len(cands):
-            raise ConfigError("candidate ids must be distinct")
-        return RankRequest(
-            history=[self.items[i] for i in hist],
-            candidates=[self.items[i] for i in cands],
-            k=k,
-            query=query,
-            user_id=None if uid is None else str(uid),
-        )
+        return new_request(self.dataset, hist, cands, k, query, uid)
 
     def _fit_history(self, req: RankRequest) -> RankRequest:
         """`req` with the oldest history dropped where a prompt of it would not fit the model's context.
@@ -363,5 +346,3 @@ class RecommenderAgent:
             with self.setup_clock.measure():
                 self._reasons_for, self._reasons = source, ReasonData.from_source(self.items, source)
         return self._reasons
-
-

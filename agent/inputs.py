@@ -11,7 +11,8 @@ from typing import Any
 from reasonrec.agent.config import AgentConfig
 from reasonrec.agent.model.loading import LoadedModel
 from reasonrec.agent.ranking.prompter import Prompter
-from reasonrec.errors import ConfigError, DataError
+from reasonrec.agent.ranking.request import RankRequest
+from reasonrec.errors import ConfigError, DataError, UnknownItemError
 from reasonrec.retrieval.types import Dataset, Item
 
 
@@ -39,7 +40,12 @@ FACTS_TOKENS = 256  # the evidence lines of a reason prompt (a few sentences of 
 
 
 def fit_prompt_history(
-    lm: LoadedModel, config: AgentConfig, prompter: Prompter, history: list[Item], cands: list[Item], k: int,
+    lm: LoadedModel,
+    config: AgentConfig,
+    prompter: Prompter,
+    history: list[Item],
+    cands: list[Item],
+    k: int,
     query: str | None,
 ) -> list[Item]:
     """Drop the oldest history items when a prompt would not fit in the model's context."""
@@ -103,3 +109,39 @@ def check_argument_types(user_ids: Any, histories: Any, queries: Any, exclude: A
             raise ConfigError(f"`query` must be a string or None, got {type(q).__name__} {q!r}")
     if isinstance(exclude, str | bytes) or not isinstance(exclude, Iterable):
         raise ConfigError(f"`exclude` must be a list of item ids, got {type(exclude).__name__} {exclude!r}")
+
+
+def check_k(k: Any) -> int:
+    """`k` as given, when it is an integer >= 1 (a bool is not)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"`k` must be an integer >= 1, got {k!r}")
+    return k
+
+
+def resolve_history(dataset: Dataset, user_id: Any, history: Sequence[str] | None, query: str | None) -> list[str]:
+    """The history a request ranks for: the given one, else the dataset user's; a new user needs a query."""
+    if history is not None:
+        hist = [str(h) for h in history]
+    elif user_id is not None:
+        hist = dataset.history(str(user_id))
+    else:
+        hist = []
+    if not hist and not (query and query.strip()):
+        raise DataError("give a `user_id`, a non-empty `history`, or a `query` (a new user needs a request)")
+    return hist
+
+
+def new_request(
+    dataset: Dataset, hist: list[str], cands: list[str], k: int, query: str | None, uid: Any
+) -> RankRequest:
+    """A RankRequest of catalogue items (unknown ids and repeated candidates are the caller's mistake)."""
+    items = dataset.items
+    missing = [i for i in [*hist, *cands] if i not in items]
+    if missing:
+        raise UnknownItemError(f"unknown item id(s) {missing[:5]} (not in catalogue {dataset.name!r})")
+    if len(set(cands)) != len(cands):
+        raise ConfigError("candidate ids must be distinct")
+    return RankRequest(
+        history=[items[i] for i in hist], candidates=[items[i] for i in cands], k=k, query=query,
+        user_id=None if uid is None else str(uid),
+    )  # fmt: skip

@@ -30,6 +30,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reasonrec.agent.ranking.title_spans import TitleIndex
 from reasonrec.retrieval.types import Item
 from reasonrec.text import GENRE_SYNONYMS, title_core
 
@@ -39,7 +40,6 @@ DECADE_WORDS = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 
                 "seventies": 1970, "eighties": 1980, "nineties": 1990}  # fmt: skip
 NEAR_DUPLICATE = 0.9
 _WORD = re.compile(r"[A-Za-z0-9']+")
-_MAX_TITLE_WORDS = 10
 _MASK_CACHE = 4096  # masked texts a checker keeps (ClaimChecker._masked)
 
 
@@ -122,44 +122,6 @@ _PEOPLE_RE = re.compile(
 )
 _LIKE_RE = re.compile(r"^\s*(?:just\s+)?like\s+" + _T + r"|\bshares?\s+[^.]*?\bwith\s+" + _T, re.I)
 _QUERY_RE = re.compile(r"\b(?:your\s+request|you\s+asked|asked\s+for|you\s+wanted|looking\s+for|your\s+search)\b", re.I)
-
-
-class TitleIndex:
-    """Catalogue titles by their core words ("usual suspects"), for finding titles named in text."""
-
-    def __init__(self, items: Iterable[Item]):
-        self.by_core: dict[str, list[Item]] = {}
-        for it in items:
-            core = title_core(it.title)
-            if len(core) >= 4 or " " in core:  # "It", "Up": too short to tell from ordinary words
-                self.by_core.setdefault(core, []).append(it)
-
-    def find(self, text: str) -> list[tuple[int, int, list[Item]]]:
-        """(start, end, items with that title) for each title named in `text`, longest first, no overlaps.
-
-        A title counts only when its first word (after "The") is written with a capital ("Heat", not "the heat")
-        or is a number followed by more of the title ("2001: A Space Odyssey").
-        """
-        words = list(_WORD.finditer(text))
-        lower = [w.group().lower() for w in words]  # once per word, not once per candidate span
-        found, i = [], 0
-        while i < len(words):
-            for n in range(min(_MAX_TITLE_WORDS, len(words) - i), 0, -1):
-                span = words[i : i + n]
-                core = " ".join(lower[i : i + n])
-                first = span[0]
-                if core.startswith("the "):
-                    core, first = core[4:], span[1]
-                items = self.by_core.get(core)
-                # A title may start with a number ("2001: A Space Odyssey") when it has more words; a bare
-                # number ("1941") is read as a year, what a reason means by it far more often.
-                lead = first.group()[:1]
-                if items and (lead.isupper() or (lead.isdigit() and n > 1)):
-                    found.append((span[0].start(), span[-1].end(), items))
-                    i += n - 1
-                    break
-            i += 1
-        return found
 
 
 class ClaimChecker:
