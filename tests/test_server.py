@@ -196,3 +196,29 @@ def test_session_survives_sigkill(indexed_store_dir, retrieval_config, tmp_path)
         assert t2.status_code == 200, t2.text
         assert t2.json()["turn"] == 2 and t2.json()["session_id"] == sid
         assert first[0] not in [it["item_id"] for it in t2.json()["recommendations"]["items"]]
+
+
+def test_warm_up_answers_one_request_unseen_and_embeds_once(ml100k, lm, indexed_store, retrieval_config, monkeypatch):
+    """Start-up pays for the first request's one-time work (kernels, MiniLM for a chat message); a warm-up
+    request that fails is logged, and the server still starts."""
+    from reasonrec.agent.api import RecommenderAgent
+    from reasonrec.agent.config import AgentConfig, RankerConfig
+    from reasonrec.agent.interfaces.server import warm_up
+    from reasonrec.errors import NotEnoughItemsError
+    from reasonrec.retrieval.embed import Embedder
+
+    cfg = AgentConfig(retrieval=retrieval_config, ranker=RankerConfig(mode="scoring"))
+    agent = RecommenderAgent(cfg, dataset=ml100k, model=lm)
+    asked, embedded = [], []
+    real_recommend, real_encode = agent.recommend, Embedder.encode
+    monkeypatch.setattr(agent, "recommend", lambda **kw: asked.append(kw) or real_recommend(**kw))
+    monkeypatch.setattr(Embedder, "encode", lambda self, texts: embedded.append(texts) or real_encode(self, texts))
+    warm_up(agent)
+    assert asked == [{"user_id": ml100k.users()[0], "k": 5}] and embedded == [["warm-up"]]
+    assert agent.setup_clock.ms == 0  # nothing left for the first request's setup_ms
+
+    def refuse(**kw):
+        raise NotEnoughItemsError("only 2 unseen items match")
+
+    monkeypatch.setattr(agent, "recommend", refuse)
+    warm_up(agent)  # logged, not raised
