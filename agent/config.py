@@ -51,7 +51,7 @@ class ModelConfig(_Section):
     adapter: str | None = Field(None, description="Path to a LoRA adapter folder saved by `reasonrec train`.")
     merge_adapter: bool = Field(False, description="Merge the adapter into the weights (faster inference).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto = bfloat16 on CUDA, float32 on CPU (bf16 on CPU is faster only with AMX)."
+        "auto", description="auto = bfloat16 on CUDA and on CPUs with bf16 units (AMX or AVX-512 bf16), else float32."
     )
     load_in_4bit: bool = Field(
         False, description="4-bit nf4 quantization with bitsandbytes (CUDA only; ignored with a warning on CPU)."
