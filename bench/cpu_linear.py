@@ -13,13 +13,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -94,22 +92,16 @@ def end_to_end(n_users: int) -> dict:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from reasonrec.finetune.evaluation.report import default_machine, git_commit
+    from _results import bench_args, header, save
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--users", type=int, default=12)
-    p.add_argument("--out", type=Path, default=RESULTS)
-    a = p.parse_args()
+    a = bench_args(__doc__, RESULTS, 12).parse_args()
     load = os.getloadavg()[0]
     result = {
-        "commit": git_commit(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": default_machine(), "torch_threads": torch.get_num_threads(),
+        **header(),
         "per_shape_ms": {"columns": "[F.linear ms, mm(W, x.T) ms, ratio] per product, by rows", **per_shape()},
         "recommend_hybrid": end_to_end(a.users),
     }  # fmt: skip
-    result["load_avg_1m"] = {"before": round(load, 2), "after": round(os.getloadavg()[0], 2)}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    save(a.out, result, load)
     print(json.dumps(result["recommend_hybrid"], indent=1))
 
 

@@ -12,7 +12,6 @@ worse would show there), and a five-turn chat for user 196 in both arms (turn by
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -20,11 +19,9 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "lookup_decoding_cpu.json"
-MESSAGES = ["a funny sci-fi", "no horror", "something older", "more like Fargo", "a thriller from the 90s"]
 
 
 def _arm(agent, user: str):
@@ -69,7 +66,9 @@ def users_run(agents: dict[bool, object], users: list[str]) -> tuple[dict, dict[
 
 
 def chat_run(agents: dict[bool, object]) -> dict:
-    """Five turns of one conversation for user 196 in each arm, the arms' turns alternating."""
+    """Five turns of one conversation for user 196 in each arm (bench/speed.py's), the arms' turns alternating."""
+    from speed import MESSAGES
+
     from reasonrec.agent.chat.store import SessionStore
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,15 +86,13 @@ def chat_run(agents: dict[bool, object]) -> dict:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
+    from _results import bench_args, header, save
+
     from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.config import AgentConfig
     from reasonrec.finetune.evaluation.reasons import reason_rates
-    from reasonrec.finetune.evaluation.report import default_machine, git_commit
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--users", type=int, default=60)
-    p.add_argument("--out", type=Path, default=RESULTS)
-    a = p.parse_args()
+    a = bench_args(__doc__, RESULTS, 60).parse_args()
     load = os.getloadavg()[0]
     on = RecommenderAgent(AgentConfig())
     on.recommend(user_id="196", k=5)  # warm-up: model, store, first generate
@@ -104,20 +101,14 @@ def main() -> None:
     agents = {True: on, False: off}
     users = random.Random(0).sample(sorted(on.dataset.users(), key=int), a.users)
     per_user, recs = users_run(agents, users)
-    import torch
-
     result = {
-        "commit": git_commit(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": default_machine(), "torch_threads": torch.get_num_threads(),
-        "dtype": str(on.model.model.dtype).removeprefix("torch."),
+        **header(), "dtype": str(on.model.model.dtype).removeprefix("torch."),
         "recommend_hybrid": per_user,
         "reasons": {"plain": reason_rates(recs[False], on.items).model_dump(),
                     "lookup": reason_rates(recs[True], on.items).model_dump()},
         "chat_196": chat_run(agents),
     }  # fmt: skip
-    result["load_avg_1m"] = {"before": round(load, 2), "after": round(os.getloadavg()[0], 2)}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    save(a.out, result, load)
     print(json.dumps({k: v for k, v in result.items() if k != "recommend_hybrid"}, indent=1))
     print(json.dumps({k: v for k, v in per_user.items() if k not in ("differing_raw_output",)}, indent=1))
 
