@@ -82,14 +82,20 @@ class ServerProcess:
 
     def worker_pids(self, want: int = 1, timeout_s: float = 300) -> set[int]:
         """Pids answering /healthz, each on a new connection (the kernel picks a worker per connection),
-        until `want` distinct ones answered or `timeout_s` passed (`serve --workers` starts them one by one)."""
+        until `want` distinct ones answered or `timeout_s` passed (`serve --workers` starts them one by one).
+
+        A connection the kernel gave a worker that is dying (just killed, its socket not yet closed) is reset:
+        that is no answer, and the next connection goes to a live one."""
         import httpx
 
         pids: set[int] = set()
         deadline = time.monotonic() + timeout_s
         while len(pids) < want and time.monotonic() < deadline:
             with httpx.Client(timeout=30) as c:
-                pids.add(c.get(f"{self.url}/healthz").json()["pid"])
+                try:
+                    pids.add(c.get(f"{self.url}/healthz").json()["pid"])
+                except httpx.TransportError:
+                    time.sleep(0.05)
         return pids
 
     def peak_rss_mb(self) -> float | None:
