@@ -37,7 +37,7 @@ class Decoded:
     sequences: Any  # [rows, prompt + new] token ids, pad after a row's end (as `generate`)
     cache: Any  # the KV cache over sequences[:, :-1]
     forwards: int  # model calls, the prompt's included
-    steps: int  # tokens per row that plain greedy decoding would have needed one call each for
+    steps: int  # new tokens per row (plain greedy decoding makes one call for each)
 
 
 def can_decode(inputs: dict[str, Any], cache_key: str) -> bool:
