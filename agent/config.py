@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from typing_extensions import Self
 
 from reasonrec.errors import ConfigError
@@ -59,10 +59,12 @@ class ModelConfig(_Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:0, ...")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code. Off by default.")
     num_threads: int | None = Field(None, description="torch CPU threads; None keeps torch's default.")
-    cpu_small_batch_linear: bool = Field(
+    cpu_packed_linear: bool = Field(
         True,
-        description="CPU, float32, inference: linear layers of 2-32 rows (decoding) computed as W @ x.T, "
-        "1.2-3.5x faster than MKL's x @ W.T on the 2-core CPU; equal up to float rounding (agent/model/cpu_linear.py).",
+        validation_alias=AliasChoices("cpu_packed_linear", "cpu_small_batch_linear"),
+        description="CPU, bf16 or float32, inference: linear layers run through oneDNN on weights packed once "
+        "(a second copy of them in memory); decoding's linears ~2x faster on the 2-core CPU, bf16 outputs "
+        "bit-identical (agent/model/cpu_linear.py). Earlier name: cpu_small_batch_linear.",
     )
 
 

@@ -314,10 +314,10 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     if cfg.adapter:
         model = _attach_adapter(model, cfg)
     model.eval()
-    if cfg.cpu_small_batch_linear and device == "cpu":
-        from reasonrec.agent.model.cpu_linear import use_small_batch_linears
+    if cfg.cpu_packed_linear and device == "cpu":
+        from reasonrec.agent.model.cpu_linear import use_packed_linears
 
-        use_small_batch_linears(model)
+        use_packed_linears(model)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
