@@ -311,6 +311,10 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         raise ModelError(f"cannot load model {cfg.name_or_path!r}: {e}") from e
     if "quantization_config" not in kwargs:
         model.to(device)
+    if cfg.cpu_grouped_attention and device == "cpu":
+        from reasonrec.agent.model.cpu_attention import use_grouped_attention
+
+        use_grouped_attention(model)
     if cfg.adapter:
         model = _attach_adapter(model, cfg)
     model.eval()
