@@ -153,3 +153,23 @@ def test_the_first_pass_alone_reads_lower(retried, agent, ml100k):
                                             for r in recs.items]})  # fmt: skip
     rates = reason_rates([bad], ml100k.items)
     assert rates.distinct_rate == 0.0 and rates.model_reason_rate == 0.0
+
+
+def test_distinct_first_pass_bans_the_rows_above_from_the_start(agent, ml100k, lm, monkeypatch):
+    """`ranker.distinct_first_pass`: the first pass gets the retry's lockstep ban (nothing to avoid from
+    before, one group per list); by default the first pass has no ban and only a retry does."""
+    from reasonrec.agent.api import RecommenderAgent
+    from reasonrec.agent.ranking import hybrid
+
+    made = []
+    real = hybrid.ListTrigramBan
+    monkeypatch.setattr(hybrid, "ListTrigramBan", lambda *a, **kw: made.append(a[2:4]) or real(*a, **kw))
+    cfg = agent.config.model_copy(deep=True)
+    cfg.ranker.distinct_first_pass = True
+    on = RecommenderAgent(cfg, dataset=ml100k, model=lm)
+    recs = on.recommend(user_id="26", k=5)
+    avoid, groups = made[0]
+    assert list(groups) == [0] * len(recs.items) and all(not a for a in avoid)
+    made.clear()
+    agent.recommend(user_id="26", k=5)
+    assert all(any(a for a in avoid) for avoid, _ in made)  # only retries, each with the list's trigrams

@@ -54,7 +54,9 @@ class HybridRanker(ScoringRanker):
         words, chars = self.config.prompt.max_reason_words, self.prompter.reason_chars()
         texts, raw = [""] * len(jobs), [[""] * len(p.parsed.entries) for p in picks]
         try:  # each step's result stands when a later one fails
-            first, tokens = self._generate_reasons([(req, item, evidence[u][item.id]) for u, req, item in jobs])
+            first, tokens = self._generate_reasons(
+                [(req, item, evidence[u][item.id]) for u, req, item in jobs], groups=[u for u, _, _ in jobs]
+            )
             raw = [[t for (v, _, _), t in zip(jobs, first, strict=True) if v == u] for u in range(len(reqs))]
             texts = [clean_reason(t, words, chars) for t in first]
             texts = self._retry(jobs, texts, tokens, evidence, raw)  # reasons: a second try (retry.py)
@@ -112,10 +114,13 @@ class HybridRanker(ScoringRanker):
 
     def _generate_reasons(
         self, jobs: list[tuple[RankRequest, Any, ItemEvidence]], retry: Retry | None = None,
-        reuse: list[int] | None = None,
+        reuse: list[int] | None = None, groups: list[int] | None = None,
     ) -> tuple[list[str], list[list[int]]]:  # fmt: skip
         """One greedy sentence per (request, item, evidence), all in one left-padded `generate`, written as
         `retry` says for a second try (retry.py). Returns the texts and each row's generated tokens.
+
+        `groups`: each first-pass row's list (rows of one list in rank order); with
+        `ranker.distinct_first_pass` a row may not write the trigrams the rows above it in its list write.
 
         `reuse`: the jobs are those rows of this batch's first pass, same prompts: their prompt keys/values
         are taken from its cache instead of being computed again (~0.2 s a row on the 2-core CPU).
@@ -147,6 +152,8 @@ class HybridRanker(ScoringRanker):
         processors = [guard]
         if retry is not None:  # phrased unlike the list's other reasons (retry.py)
             processors.append(ListTrigramBan(tok, prompt_len, retry.avoid, retry.groups, greedy=t == 0))
+        elif groups is not None and self.config.ranker.distinct_first_pass:  # unlike the rows above, at once
+            processors.append(ListTrigramBan(tok, prompt_len, [{}] * len(jobs), groups, greedy=t == 0))
         # a streaming client sees each reason grow token by token (nothing is done without one)
         rows = [(req, item.id, o) for (req, item, _), o in zip(jobs, openers, strict=True)]
         progress = reason_criteria(tok, prompt_len, rows)
