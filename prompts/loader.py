@@ -30,8 +30,9 @@ from reasonrec.text import cut_at_word
 
 # Recorded with every result and adapter; bump when the template text or the sanitising changes.
 TEMPLATE_VERSION = "rank-v1"
-# The reason prompt's own version (reason.jinja); v2 lists the item's evidence ("facts") before the instruction.
-REASON_TEMPLATE_VERSION = "reason-v2"
+# The reason prompt's own version (reason.jinja); v2 listed the item's evidence ("facts") before the instruction,
+# v3 puts the instruction before the item, in the part a list's reason prompts share (issue 16).
+REASON_TEMPLATE_VERSION = "reason-v3"
 COMPACT_SUFFIX = "-compact"
 # The assistant turn starts with this; scoring mode prefills it and reads the next (label) token.
 ANSWER_PREFIX = "["
