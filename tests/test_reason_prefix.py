@@ -44,3 +44,28 @@ def test_a_kept_prefix_is_extended_or_sliced_and_generation_is_unchanged(tiny_ra
             got = model.generate(**inputs, **greedy)[:, inputs["input_ids"].shape[1] :]
         assert got.tolist() == want.tolist()
     assert len(kept._ids) >= len(history) + 3  # the retry's longer prefix was kept (extended, not recomputed)
+
+
+def test_a_prefix_that_diverges_from_the_kept_one_computes_only_its_own_tail(tiny_random_lm):
+    """The next chat turn: the same history, another request. The shared history is sliced from the kept
+    prefix and only the new request's tokens are computed; generation equals a fresh SharedPrefix's."""
+    model, pad = tiny_random_lm.model, tiny_random_lm.tokenizer.pad_token_id
+    history = list(range(100, 160))
+    turns = [[history + [7, 8, 9, 40, r] for r in (1, 2)], [history + [5, 6, 41, r] for r in (3, 4)]]
+    greedy = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": pad}
+    fed: list[int] = []
+    kept = SharedPrefix(model, pad)
+    for rows in turns:
+        with torch.inference_mode():
+            fresh = SharedPrefix(model, pad).generate_inputs(rows)
+            want = model.generate(**fresh, **greedy)[:, fresh["input_ids"].shape[1] :]
+            real = model.forward
+            model.forward = lambda *a, **kw: fed.append(kw["input_ids"].shape[1]) or real(*a, **kw)
+            try:
+                inputs = kept.generate_inputs(rows)
+            finally:
+                del model.forward
+            got = model.generate(**inputs, **greedy)[:, inputs["input_ids"].shape[1] :]
+        assert got.tolist() == want.tolist()
+    assert fed == [len(history) + 4, 3]  # the first turn's prefix, then only "5 6 41"
+    assert list(kept._ids) == turns[1][0][:-1]
