@@ -60,7 +60,7 @@ def test_a_prefix_that_diverges_from_the_kept_one_computes_only_its_own_tail(tin
             fresh = SharedPrefix(model, pad).generate_inputs(rows)
             want = model.generate(**fresh, **greedy)[:, fresh["input_ids"].shape[1] :]
             real = model.forward
-            model.forward = lambda *a, **kw: fed.append(kw["input_ids"].shape[1]) or real(*a, **kw)
+            model.forward = lambda *a, real=real, **kw: fed.append(kw["input_ids"].shape[1]) or real(*a, **kw)
             try:
                 inputs = kept.generate_inputs(rows)
             finally:
