@@ -48,11 +48,16 @@ def test_gradients_keep_the_plain_path_and_backward_works():
     assert layer.weight.grad is not None and cpu_linear._PACKED not in layer.__dict__
 
 
-def test_a_changed_weight_is_packed_again():
-    """An optimizer step updates weights in place; a later pass without gradients must use the new ones."""
+def _routed_layer() -> tuple[torch.nn.Linear, torch.Tensor]:
     torch.manual_seed(0)
     layer, x = torch.nn.Linear(24, 40), torch.randn(5, 24)
     use_packed_linears(layer)
+    return layer, x
+
+
+def test_a_changed_weight_is_packed_again():
+    """An optimizer step updates weights in place; a later pass without gradients must use the new ones."""
+    layer, x = _routed_layer()
     with torch.inference_mode():
         layer(x)
     with torch.no_grad():
@@ -64,9 +69,7 @@ def test_a_changed_weight_is_packed_again():
 
 def test_a_stale_packed_weight_would_be_caught():
     """The comparisons above can fail: a packed copy kept after its weight changed reads unequal."""
-    torch.manual_seed(0)
-    layer, x = torch.nn.Linear(24, 40), torch.randn(5, 24)
-    use_packed_linears(layer)
+    layer, x = _routed_layer()
     with torch.no_grad():
         layer(x)
         layer.weight.add_(1.0)
