@@ -222,3 +222,20 @@ def test_warm_up_answers_one_request_unseen_and_embeds_once(ml100k, lm, indexed_
 
     monkeypatch.setattr(agent, "recommend", refuse)
     warm_up(agent)  # logged, not raised
+
+
+def test_model_jobs_set_torch_threads_on_the_model_thread(monkeypatch):
+    """Each gate job sets torch's thread count on the thread that runs it (server.torch_threads_here)."""
+    import asyncio
+    import threading
+
+    import torch
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append((threading.current_thread().name, n)))
+    gate = ModelGate(2)
+    try:
+        name = asyncio.run(gate.run(lambda: threading.current_thread().name))
+    finally:
+        gate.close()
+    assert seen == [(name, torch.get_num_threads())] and name.startswith("reasonrec-model")
