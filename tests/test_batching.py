@@ -9,8 +9,8 @@ import time
 import pytest
 
 from reasonrec.agent.interfaces.batching import MicroBatcher
+from reasonrec.agent.interfaces.gate import ModelGate
 from reasonrec.agent.interfaces.http_errors import ServerBusyError
-from reasonrec.agent.interfaces.server import ModelGate
 from reasonrec.errors import ConfigError, UnknownUserError
 
 

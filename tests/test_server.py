@@ -13,7 +13,8 @@ import httpx
 import pytest
 from helpers.servers import BackgroundServer, ServerProcess
 
-from reasonrec.agent.interfaces.server import ModelGate, create_app
+from reasonrec.agent.interfaces.gate import ModelGate
+from reasonrec.agent.interfaces.server import create_app
 from reasonrec.errors import ConfigError
 
 
@@ -224,8 +225,39 @@ def test_warm_up_answers_one_request_unseen_and_embeds_once(ml100k, lm, indexed_
     warm_up(agent)  # logged, not raised
 
 
+def test_serving_app_warms_up_on_the_thread_that_answers(
+    ml100k, lm, indexed_store, retrieval_config, tmp_path, monkeypatch
+):
+    """All of torch's work runs on the model thread, start-up included (server.serving_app says why: a
+    second thread that has run torch made every later chat turn ~30 % slower on the 2-core CPU)."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from reasonrec.agent.api import RecommenderAgent
+    from reasonrec.agent.chat.store import SessionStore
+    from reasonrec.agent.config import AgentConfig, RankerConfig
+    from reasonrec.agent.interfaces.server import serving_app
+
+    agent = RecommenderAgent(
+        AgentConfig(retrieval=retrieval_config, ranker=RankerConfig(mode="scoring")), dataset=ml100k, model=lm
+    )
+    ran_on, real_recommend, real_many = [], agent.recommend, agent.recommend_many
+    monkeypatch.setattr(
+        agent, "recommend", lambda **kw: ran_on.append(threading.current_thread().name) or real_recommend(**kw)
+    )
+    monkeypatch.setattr(
+        agent, "recommend_many", lambda *a, **kw: ran_on.append(threading.current_thread().name) or real_many(*a, **kw)
+    )
+    app = serving_app(agent, SessionStore(tmp_path / "s.sqlite3"), max_queue=2)
+    with TestClient(app) as client:
+        assert client.post("/v1/recommend", json={"user_id": "196", "k": 3}).status_code == 200
+    app.state.gate.close()
+    assert len(ran_on) >= 2 and len(set(ran_on)) == 1 and ran_on[0].startswith("reasonrec-model"), ran_on
+
+
 def test_model_jobs_set_torch_threads_on_the_model_thread(monkeypatch):
-    """Each gate job sets torch's thread count on the thread that runs it (server.torch_threads_here)."""
+    """Each gate job sets torch's thread count on the thread that runs it (gate.torch_threads_here)."""
     import asyncio
     import threading
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from reasonrec.agent.interfaces.gate import ModelGate
 from reasonrec.agent.interfaces.http_errors import ServerBusyError
-from reasonrec.agent.interfaces.server import ModelGate
 from reasonrec.agent.interfaces.streaming import stream_job
 from reasonrec.agent.ranking import progress
 from reasonrec.errors import UnknownUserError

@@ -31,6 +31,7 @@ from reasonrec.agent.interfaces.cli_common import (
 )
 
 if TYPE_CHECKING:
+    from reasonrec.agent.api import RecommenderAgent
     from reasonrec.agent.chat.store import SessionStore
 
 DEFAULT_IDLE_DAYS = 30.0
@@ -87,7 +88,7 @@ def serve(
     """
     import uvicorn
 
-    from reasonrec.agent.interfaces.server import UVICORN_OPTIONS, create_app, warm_up
+    from reasonrec.agent.interfaces.server import UVICORN_OPTIONS, serving_app, warm_up
     from reasonrec.agent.interfaces.workers import claim_port, serve_workers
 
     bound = claim_port(host, port)  # a taken port is a one-line error now, not after loading the model
@@ -95,17 +96,21 @@ def serve(
     if threads is not None:
         cfg.model.num_threads = threads
     agent = make_agent(cfg)
-    ensure_index(agent)  # once, here: workers must not race to build the same index
     session_store = open_sessions(sessions, session_idle_days)
     session_store.purge()  # expired sessions go at start-up, then at most hourly
     if workers > 1:
+        ensure_index(agent)  # once, here: workers must not race to build the same index
         session_store.close()
         del agent  # each worker loads its own
         err_console.print(f"serving on http://{host}:{bound}/ with {workers} worker processes (API docs at /docs)")
         serve_workers(cfg, session_store.path, session_store.idle_expiry_s, max_queue, host, bound, workers)
         return
-    with err_console.status("loading the model…"):
-        warm_up(agent)
-    api = create_app(agent, store=session_store, max_queue=max_queue)
+
+    def start_up(agent: RecommenderAgent) -> None:  # on the server's model thread (server.serving_app says why)
+        ensure_index(agent)
+        with err_console.status("loading the model…"):
+            warm_up(agent)
+
+    api = serving_app(agent, session_store, max_queue, start_up)
     err_console.print(f"serving on http://{host}:{bound}/ (API docs at /docs); Ctrl-C stops")
     uvicorn.run(api, host=host, port=bound, **UVICORN_OPTIONS)

@@ -9,31 +9,25 @@ the page at `/`, the OpenAPI document at `/openapi.json`, rendered offline at `/
 Every error is `{"error": "...", "type": "..."}` (http_errors.py); every status a route can answer is
 listed for it in the OpenAPI document; bodies are strict and bounded (http_schemas.py).
 
-Why one worker thread: the model is not thread-safe and the CPU has few cores, so every call that
-runs the model or the retriever goes through `ModelGate`: one thread, a bounded queue, and an
-immediate 429 with `Retry-After` when the queue is full, so overload never piles up unbounded work.
-Each route is one small function around one `gate.run(...)` call, so a batching layer can wrap it.
+Every call that runs the model or the retriever goes through `ModelGate` (gate.py): one thread, a
+bounded queue, an immediate 429 when it is full. Each route is one small function around one
+`gate.run(...)` call, so a batching layer can wrap it. `serving_app` also warms up on that thread.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-import math
 import os
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from reasonrec.agent.interfaces.batching import MicroBatcher
+from reasonrec.agent.interfaces.gate import ModelGate
 from reasonrec.agent.interfaces.http_errors import (
     BodyGuard,
     Redactor,
-    ServerBusyError,
     error_responses,
     install_error_handlers,
 )
@@ -46,7 +40,7 @@ from reasonrec.agent.interfaces.http_schemas import (
     check_where,
 )
 from reasonrec.agent.schemas import Recommendations
-from reasonrec.errors import ConfigError, ReasonRecError, UnknownItemError
+from reasonrec.errors import ReasonRecError, UnknownItemError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -60,89 +54,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 KEEP_ALIVE_S = 30
 PRELOAD_VECTORS_MAX = 50_000  # items whose vectors a server reads at start-up (384 dims: ~77 MB at most)
 UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False, "timeout_keep_alive": KEEP_ALIVE_S}
-T = TypeVar("T")
-
-
-# ---- the model gate ----------------------------------------------------------------------------
-class ModelGate:
-    """Runs model work on one thread behind a bounded queue.
-
-    Args:
-        max_queue: jobs allowed to wait behind the running one; a job beyond that is refused at
-            once with `ServerBusyError` (HTTP 429) instead of waiting unboundedly.
-    """
-
-    def __init__(self, max_queue: int):
-        if not isinstance(max_queue, int) or max_queue < 0:
-            raise ConfigError(f"`max_queue` must be an integer >= 0, got {max_queue!r}")
-        self.max_queue = max_queue
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reasonrec-model")
-        self._pending = 0  # only touched on the event loop's thread, so no lock is needed
-        self._service_s = 1.0  # moving average of one job's run time, for Retry-After
-
-    @property
-    def capacity(self) -> int:
-        return self.max_queue + 1
-
-    @property
-    def pending(self) -> int:
-        return self._pending
-
-    def busy(self, held: int) -> ServerBusyError:
-        """The one refusal wording (direct gate jobs and the batcher's requests say the same)."""
-        wait = self.retry_after_s()
-        return ServerBusyError(
-            f"server busy: {held} requests are running or queued (max_queue={self.max_queue}, "
-            f"capacity {self.capacity}); retry after {wait} s",
-            retry_after_s=wait,
-        )
-
-    def retry_after_s(self) -> int:
-        """Seconds until the queue has likely drained by one slot (at least 1)."""
-        return max(1, math.ceil(self._service_s))
-
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(*args, **kwargs)` on the model thread.
-
-        Raises:
-            ServerBusyError: `capacity` jobs are already running or waiting.
-        """
-        if self._pending >= self.capacity:
-            raise self.busy(self._pending)
-        self._pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, functools.partial(self._timed, fn, *args, **kwargs)
-            )
-        finally:
-            self._pending -= 1
-
-    def _timed(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        torch_threads_here()
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self._service_s = 0.8 * self._service_s + 0.2 * (time.perf_counter() - t0)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def torch_threads_here() -> None:
-    """Set torch's thread count again on the calling thread (nothing where torch is not loaded yet).
-
-    Why: a chat turn on a worker thread ran ~20 % slower than on the main thread with torch's two threads
-    on the 2-core CPU (p50 main 1.58 / 1.62 / 1.40 / 1.34 s, worker 2.15 / 1.64 / 1.73 / 2.08 s), and as fast
-    once `torch.set_num_threads` had been called on that thread (1.53 / 1.44 / 1.43 / 1.69 s against main
-    1.30 / 1.62 / 1.64 / 1.70 s): the OpenMP runtime keeps thread settings per calling thread. Cheap when
-    the count is unchanged, so every job of the model thread calls it (the model may load after it starts).
-    """
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(torch.get_num_threads())
 
 
 # ---- the app -----------------------------------------------------------------------------------
@@ -300,6 +211,23 @@ def docs_assets_dir() -> Path | None:
         return None
     folder = Path(next(iter(spec.submodule_search_locations))) / "static"
     return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+def serving_app(
+    agent: RecommenderAgent, store: Any, max_queue: int, start_up: Callable[[RecommenderAgent], None] | None = None
+) -> FastAPI:
+    """`create_app`, warmed up on its own model thread: `start_up(agent)` (default `warm_up`) runs there.
+
+    Why on that thread: torch's OpenMP runtime (libgomp) keeps a team of helper threads for each thread that
+    has run a parallel op, and once a process holds more of them than it has cores it spins only briefly
+    before sleeping, so each of the model's many small ops waits for a helper to wake. A server that warmed
+    up on the main thread and answered on the model thread held two teams: on the 2-core CPU the helper
+    was busy ~45 % of a chat turn instead of ~95 %, and in-process the same 5 turns took 11.1-12.0 s once a
+    second thread had run torch against 8.1-8.6 s before (bench notes: docs/profile_cli.md).
+    """
+    app = create_app(agent, store=store, max_queue=max_queue)
+    app.state.gate.call(start_up or warm_up, agent)
+    return app
 
 
 def warm_up(agent: RecommenderAgent) -> None:

@@ -170,7 +170,7 @@ def worker_app() -> FastAPI:
     from reasonrec.agent.chat.store import SessionStore
     from reasonrec.agent.config import AgentConfig
     from reasonrec.agent.interfaces.cli_common import quiet_libraries
-    from reasonrec.agent.interfaces.server import create_app, warm_up
+    from reasonrec.agent.interfaces.server import serving_app
 
     raw = os.environ.get(SPEC_ENV)
     if not raw:
@@ -180,9 +180,8 @@ def worker_app() -> FastAPI:
     _stop_with_parent(spec.parent_pid)
     try:
         agent = RecommenderAgent(AgentConfig.model_validate(spec.config))
-        warm_up(agent)
         store = SessionStore(spec.sessions, idle_expiry_s=spec.idle_expiry_s)
-        app = create_app(agent, store=store, max_queue=spec.max_queue)
+        app = serving_app(agent, store, spec.max_queue)  # warmed up on its model thread
     except ReasonRecError as e:  # a user's mistake (a bad adapter, model or file): one line, as the CLI prints it
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None  # not an Exception: uvicorn would log it with a traceback
