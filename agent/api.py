@@ -55,6 +55,10 @@ class RecommenderAgent:
         config: the one configuration object; defaults run SmolLM2 on ML-100K offline.
         dataset: an already loaded dataset (skips `config.dataset`).
         model: an already loaded model (skips `config.model`), e.g. shared by several agents.
+
+    Not thread-safe: call an agent from one thread, best the same one throughout, the loading included.
+    Why the same: once a second thread has run torch, torch's OpenMP helpers sleep between the model's
+    small ops and a chat turn got ~30 % slower on a 2-core CPU (`interfaces.server.serving_app`).
     """
 
     def __init__(
