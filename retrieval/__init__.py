@@ -17,7 +17,7 @@ from __future__ import annotations
 from .candidates import Candidate, CandidateGenerator, CandidateSource, build_index
 from .collaborative import CollaborativeSource
 from .config import DEFAULT_EMBEDDING_MODEL, CollaborativeConfig, CooccurrenceConfig, EaseConfig, RetrievalConfig
-from .cooccurrence import CooccurrenceSource, Evidence
+from .cooccurrence import AnchorCount, CooccurrenceSource, Evidence
 from .ease import EaseSource
 from .embed import Embedder
 from .fusion import FusedSource, fit_weights, fuse
@@ -44,6 +44,7 @@ __all__ = [
     "EaseConfig",
     "EaseSource",
     "Embedder",
+    "AnchorCount",
     "Evidence",
     "FusedSource",
     "Hit",

@@ -245,3 +245,34 @@ def test_titles_named_twice_in_the_catalogue_and_titles_starting_with_a_number(m
     v = checker.check(odyssey, items["191"], history)  # Amadeus (1984)
     assert v.faithful and [c.kind for c in v.claims][:2] == ["cowatch", "title"], v.claims
     assert not checker.check("A drama from 2001.", items["191"], history).faithful  # a year, and a false one
+
+
+def test_near_decides_as_difflib_does_in_either_order(setup, ml100k):
+    """claims._near computes difflib's bounds from kept character counts: it must agree with difflib itself
+    (real_quick_ratio, quick_ratio, ratio, in both orders) on fact-built reasons of real items and on
+    random strings near each other."""
+    import difflib
+    import random
+
+    from reasonrec.agent.ranking import claims
+
+    def difflib_near(x, y):
+        return any(
+            all(r() >= claims.NEAR_DUPLICATE for r in (sm.real_quick_ratio, sm.quick_ratio, sm.ratio))
+            for sm in (difflib.SequenceMatcher(None, x, y), difflib.SequenceMatcher(None, y, x))
+        )
+
+    checker, _, _ = setup
+    items = list(ml100k.items.values())[:60]
+    neighbours = zip(items, items[1:] + items[:1], strict=True)
+    facts = [f"Like {a.title}, it is a {' and '.join(b.genres).lower()} movie from {b.year}." for a, b in neighbours]
+    texts = [claims.normalise(checker._mask(f)) for f in facts]
+    rng = random.Random(0)
+    for _ in range(300):
+        w = "".join(rng.choice("ab c") for _ in range(rng.randint(0, 40)))
+        texts.append(w)
+        texts.append("".join(ch for ch in w if rng.random() > 0.08) + rng.choice(["", "a", " b"]))
+    pairs = [(x, y) for i, x in enumerate(texts) for y in texts[i + 1 : i + 40]] + [("", ""), ("", "a")]
+    decided = [claims._near(x, y) for x, y in pairs]
+    assert decided == [difflib_near(x, y) for x, y in pairs]
+    assert 50 < sum(decided) < len(pairs) - 50  # both answers are exercised

@@ -86,6 +86,10 @@ def test_evidence_counts(toy):
     assert ev[0].age == 0 and ev[1].age == 1 and ev[0].window_users == 2
     assert toy.evidence(["a"], "nope") == [] and toy.evidence(["e"], "b") == []
     assert len(toy.evidence(["a", "b"], "c", top=1)) == 1
+    # a repeated anchor counts once, at its newest place; an unknown id still takes a place (ages as before)
+    again = toy.evidence(["b", "zz", "a", "b"], "c", top=3)
+    assert [(e.anchor_id, e.age) for e in again] == [("b", 0), ("a", 1)]
+    assert [(e.anchor_id, e.age) for e in toy.evidence(["a", "zz", "b"], "c")] == [("b", 0), ("a", 2)]
 
 
 def test_ml100k_fit_is_fast_and_covers_every_item(ml100k):
@@ -126,6 +130,10 @@ def test_evidence_equals_counts_from_user_sets(ml100k):
             pytest.approx(w) for w in sorted(want)[:top]
         ]
         assert all(e.item_users == len(users[item]) for e in got)
+        counts = co.anchor_counts(hist, item)  # the same ranking and counts, without the records
+        assert len(counts) == len(want) and counts[:top] == [
+            (e.anchor_id, e.co_users, e.anchor_users, e.similarity, e.age) for e in got
+        ]
 
 
 # --- where evaluator ----------------------------------------------------------------------------------

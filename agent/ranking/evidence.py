@@ -73,7 +73,7 @@ class ReasonData:
 
     Args:
         catalogue: every item.
-        cooccurrence: a fitted `retrieval.cooccurrence.CooccurrenceSource` (its public `evidence`), or None
+        cooccurrence: a fitted `retrieval.cooccurrence.CooccurrenceSource` (its public `anchor_counts`), or None
             (reasons then cite genres and years only).
     """
 
@@ -86,7 +86,7 @@ class ReasonData:
         """From a candidate source: a `FusedSource`'s "cooccurrence" member, or the source itself."""
         sources = getattr(source, "sources", None)
         co = sources.get("cooccurrence") if isinstance(sources, Mapping) else source
-        return cls(catalogue, co if hasattr(co, "evidence") else None)
+        return cls(catalogue, co if hasattr(co, "anchor_counts") else None)
 
     @cached_property
     def checker(self) -> ClaimChecker:
@@ -94,7 +94,7 @@ class ReasonData:
 
     def co_counts(self, anchor_id: str, item_id: str) -> tuple[int, int]:
         """`claims.CoCounts`: (users with both, users with the anchor), recounted by the source."""
-        found = self.cooccurrence.evidence([anchor_id], item_id, top=1) if self.cooccurrence is not None else []
+        found = self.cooccurrence.anchor_counts([anchor_id], item_id) if self.cooccurrence is not None else []
         return (found[0].co_users, found[0].anchor_users) if found else (0, 0)
 
     def cowatch(self, history: Sequence[Item], item: Item) -> dict[str, CoWatch]:
@@ -102,7 +102,7 @@ class ReasonData:
         if self.cooccurrence is None or not history:
             return {}
         recent = [h.id for h in history[-RECENT:]]
-        found = self.cooccurrence.evidence(recent, item.id, top=len(recent))
+        found = self.cooccurrence.anchor_counts(recent, item.id)
         return {e.anchor_id: CoWatch(co_users=e.co_users, anchor_users=e.anchor_users, similarity=e.similarity)
                 for e in found if e.co_users >= MIN_CO_USERS}  # fmt: skip
 
