@@ -202,6 +202,8 @@ def main() -> None:
             chat, by_workers = measure_server(a, tmp, load_ml100k().users())
             result["chat_turn_ms"], result["server"] = chat, by_workers[str(a.workers[0])]
             result["server_by_workers"] = by_workers
+    parts = ["cli", "server"] if a.only == "all" else [a.only]  # a partial run's file mixes two commits
+    result["measured_at"] = {**result.get("measured_at", {}), **{p: git_commit()[:7] for p in parts}}
     result.update(
         commit=git_commit(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         machine=default_machine(), torch_threads=a.threads or f"default ({torch_default_threads()})",
