@@ -101,11 +101,11 @@ def _on_model_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def torch_threads_here() -> None:
     """Set torch's thread count again on the calling thread (nothing where torch is not loaded yet).
 
-    Why: a chat turn on a worker thread ran ~20 % slower than on the main thread with torch's two threads
-    on the 2-core CPU (p50 main 1.58 / 1.62 / 1.40 / 1.34 s, worker 2.15 / 1.64 / 1.73 / 2.08 s), and as fast
-    once `torch.set_num_threads` had been called on that thread (1.53 / 1.44 / 1.43 / 1.69 s against main
-    1.30 / 1.62 / 1.64 / 1.70 s): the OpenMP runtime keeps thread settings per calling thread. Cheap when
-    the count is unchanged, so every job of the model thread calls it (the model may load after it starts).
+    Why: the OpenMP runtime keeps the thread count per calling thread, and a thread started after
+    `model.num_threads` was applied (on the main thread, at load) would otherwise run with the runtime's
+    default. Cheap when the count is unchanged, so every job of the model thread calls it. (It was added
+    for a worker thread measured ~20 % slower than the main thread; that slowdown was the second OpenMP
+    team, see `server.serving_app`, and the gain first credited to this call was within the noise.)
     """
     import sys
 
